@@ -1,0 +1,280 @@
+"""The ZAYA1 decoder as Flax linen modules, scanned over layers.
+
+Parameter tree (mirrors the transformers names; kernels are [in, out]):
+  embed_tokens/embedding [V,D], input_hidden_states_{scale,bias} [D], norm/weight [D],
+  layer_0/...   block 0 (its router has no EDA scale),
+  layers/...    blocks 1..L-1 stacked on a leading axis (nn.scan).
+Each block: input_layernorm, self_attn (CCA), post_attention_residual_scale, post_attention_layernorm,
+mlp (gate = router, experts), post_mlp_residual_scale. The router's `balancing_biases` live in the parameter
+tree so a checkpoint is one pytree, but no gradient reaches them (they are updated by the balancing rule).
+
+The functional entry points (`forward`, `prefill`, `decode_step`) live in `zaya_jax.api`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from zaya_jax import layers as L
+from zaya_jax.config import ZayaConfig
+
+F32 = jnp.float32
+
+
+def _param(module, name, init, shape, axes, dtype):
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+
+
+def _skip_bias_init(key, shape, dtype):
+  del key
+  return jnp.zeros(shape, dtype).at[-1].set(-1.0)
+
+
+class RMSNorm(nn.Module):
+  eps: float
+  param_dtype: Any = F32
+  axis_name: str = "norm"
+
+  @nn.compact
+  def __call__(self, x):
+    weight = _param(self, "weight", nn.initializers.ones, (x.shape[-1],), (self.axis_name,), self.param_dtype)
+    return L.rms_norm(x, weight, self.eps)
+
+
+class ResidualScaling(nn.Module):
+  """(h + b_h) * s_h + (r + b_r) * s_r: the mixer part in the activation dtype, the residual part in fp32."""
+  param_dtype: Any = F32
+
+  @nn.compact
+  def __call__(self, h, r):
+    D = h.shape[-1]
+    p = {name: _param(self, name, init, (D,), ("norm",), self.param_dtype)
+         for name, init in (("hidden_states_scale", nn.initializers.ones),
+                            ("hidden_states_bias", nn.initializers.zeros),
+                            ("residual_scale", nn.initializers.ones),
+                            ("residual_bias", nn.initializers.zeros))}
+    dt = h.dtype
+    h = (h + p["hidden_states_bias"].astype(dt)) * p["hidden_states_scale"].astype(dt)
+    r = (r + p["residual_bias"].astype(dt).astype(F32)) * p["residual_scale"].astype(dt).astype(F32)
+    return h.astype(F32) + r
+
+
+class CCAttention(nn.Module):
+  """Compressed Convolutional Attention (ZAYA1.md §3.4) with optional cache continuation."""
+  config: ZayaConfig
+
+  @nn.compact
+  def __call__(self, x_BSD, ctx, layer_consts, cache):
+    cfg = self.config
+    dt, pdt = cfg.compute_dtype, jnp.dtype(cfg.param_dtype)
+    B, S, D = x_BSD.shape
+    H, K, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    C, P = cfg.conv_channels, cfg.conv_context
+    init = nn.initializers.normal(cfg.initializer_range)
+    wq = _param(self, "q_proj", init, (D, H * d), ("embed", "q_heads"), pdt)
+    wk = _param(self, "k_proj", init, (D, K * d), ("embed", "kv_heads"), pdt)
+    wvc = _param(self, "v_proj_current", init, (D, K * d // 2), ("embed", "kv_heads"), pdt)
+    wvd = _param(self, "v_proj_delayed", init, (D, K * d // 2), ("embed", "kv_heads"), pdt)
+    dw_k = _param(self, "conv_qk_depthwise_kernel", init, (cfg.cca_time0, C), ("conv_time", "conv_channels"), pdt)
+    dw_b = _param(self, "conv_qk_depthwise_bias", nn.initializers.zeros, (C,), ("conv_channels",), pdt)
+    gr_k = _param(self, "conv_qk_grouped_kernel", init, (cfg.cca_time1, d, C),
+                  ("conv_time", "head_dim", "conv_channels"), pdt)
+    gr_b = _param(self, "conv_qk_grouped_bias", nn.initializers.zeros, (C,), ("conv_channels",), pdt)
+    temp = _param(self, "temp", nn.initializers.zeros, (K,), ("norm",), pdt)
+    wo = _param(self, "o_proj", init, (H * d, D), ("q_heads", "embed"), pdt)
+
+    if ctx["conv_mask"] is not None:  # left padding: padding tokens enter the projections as exact zeros
+      x_BSD = x_BSD * ctx["conv_mask"][..., None].astype(dt)
+    q_raw = L.linear(x_BSD, wq, dt=dt)
+    k_raw = L.linear(x_BSD, wk, dt=dt)
+
+    # Mean path: q_res_h = (q_h + k_{g(h)}) / 2, k_res_j = mean of q_res over group j.
+    q_res = (q_raw.reshape(B, S, K, H // K, d) + k_raw.reshape(B, S, K, 1, d)) * jnp.asarray(0.5, dt)
+    k_res = jnp.mean(q_res, axis=3).astype(dt)
+    q_res = q_res.reshape(B, S, H, d)
+
+    # Conv path over [q_raw ; k_raw] with P inputs of history (zeros for a fresh sequence).
+    qk_raw = jnp.concatenate([q_raw, k_raw], axis=-1)
+    history = cache["conv"] if cache is not None else jnp.zeros((B, P, C), dt)
+    shifts = L.shifted_history(qk_raw, history, ctx["segment_ids"])
+    z = L.cca_conv(shifts, dw_k, dw_b, gr_k, gr_b, d)
+    q = z[..., :H * d].reshape(B, S, H, d) + q_res
+    k = z[..., H * d:].reshape(B, S, K, d) + k_res
+
+    q = L.l2_normalize(q, d ** 0.5)
+    k = L.l2_normalize(k, d ** 0.5) * temp.astype(dt)[:, None]
+    q = L.apply_rope(q, ctx["positions"], layer_consts["inv_freq"], dt)
+    k = L.apply_rope(k, ctx["positions"], layer_consts["inv_freq"], dt)
+
+    # Values: KV-head-major [current-token projection ; previous token's delayed projection].
+    v_cur = L.linear(x_BSD, wvc, dt=dt)
+    v_del = L.linear(x_BSD, wvd, dt=dt)
+    prev = cache["delayed"][:, None].astype(dt) if cache is not None else jnp.zeros((B, 1, K * d // 2), dt)
+    v_prev = L.shifted_history(v_del, prev, ctx["segment_ids"])[1]
+    v = jnp.concatenate([v_cur, v_prev], axis=-1).reshape(B, S, K, d)
+
+    new_cache = None
+    if cache is None:
+      keys, values = k, v
+    else:
+      idx = ctx["write_index"]
+      keys = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, idx, 0, 0))
+      values = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, idx, 0, 0))
+      conv_hist = jnp.concatenate([history.astype(dt), qk_raw], axis=1)[:, S:]  # the last P raw inputs
+      new_cache = {"k": keys, "v": values, "conv": conv_hist.astype(cache["conv"].dtype),
+                   "delayed": v_del[:, -1].astype(cache["delayed"].dtype)}
+      keys, values = keys.astype(dt), values.astype(dt)
+
+    mask = L.attention_mask(ctx["q_slots"], ctx["k_slots"], ctx["key_valid"], layer_consts["window"],
+                            ctx["segment_ids"], ctx["key_segment_ids"])
+    out = L.attend(q, keys, values, mask, d ** -0.5)
+    return L.linear(out, wo, dt=dt), new_cache
+
+
+class Router(nn.Module):
+  """ZAYA router (ZAYA1.md §3.6): EDA carry, RMSNorm, GELU MLP, softmax over experts + skip, biased top-1."""
+  config: ZayaConfig
+  use_eda: bool
+
+  @nn.compact
+  def __call__(self, x_BSD, carry_BSR):
+    cfg = self.config
+    dt, pdt = cfg.compute_dtype, jnp.dtype(cfg.param_dtype)
+    D, R, NC = x_BSD.shape[-1], cfg.router_hidden_size, cfg.num_router_classes
+    init = nn.initializers.normal(cfg.initializer_range)
+    w_down = _param(self, "down_proj_kernel", init, (D, R), ("embed", "router"), pdt)
+    b_down = _param(self, "down_proj_bias", nn.initializers.zeros, (R,), ("router",), pdt)
+    h = L.linear(x_BSD, w_down, b_down, dt=dt)
+    if self.use_eda:
+      eda = _param(self, "router_states_scale", nn.initializers.ones, (R,), ("router",), pdt)
+      h = h + carry_BSR.astype(dt) * eda.astype(dt)
+    n = RMSNorm(cfg.rms_norm_eps, pdt, "router", name="norm")(h)
+    w1 = _param(self, "fc1_kernel", init, (R, R), ("router", "router_out"), pdt)
+    b1 = _param(self, "fc1_bias", nn.initializers.zeros, (R,), ("router_out",), pdt)
+    w2 = _param(self, "fc2_kernel", init, (R, R), ("router", "router_out"), pdt)
+    b2 = _param(self, "fc2_bias", nn.initializers.zeros, (R,), ("router_out",), pdt)
+    w3 = _param(self, "out_proj_kernel", init, (R, NC), ("router", "router_classes"), pdt)
+    beta = _param(self, "balancing_biases", _skip_bias_init, (NC,), ("router_classes",), F32)
+    g = jax.nn.gelu(L.linear(n, w1, b1, dt=dt), approximate=False)
+    g = jax.nn.gelu(L.linear(g, w2, b2, dt=dt), approximate=False)
+    logits = L.linear(g, w3, dt=dt)
+    probs = jax.nn.softmax(logits.astype(F32), axis=-1).astype(dt)
+    # The biases only move the argmax; the combine weight is the unbiased probability.
+    choice = jnp.argmax(jax.lax.stop_gradient(probs).astype(F32) + jax.lax.stop_gradient(beta.astype(F32)), -1)
+    weight = jnp.take_along_axis(probs, choice[..., None], axis=-1)[..., 0]
+    return choice.astype(jnp.int32), weight, logits, h
+
+
+class Experts(nn.Module):
+  """E SwiGLU experts; `reference` dispatch: every expert runs on all tokens and keeps its own (simple, exact)."""
+  config: ZayaConfig
+
+  @nn.compact
+  def __call__(self, x_ND, choice_N, weight_N):
+    cfg = self.config
+    dt, pdt = cfg.compute_dtype, jnp.dtype(cfg.param_dtype)
+    E, D, I = cfg.num_experts, x_ND.shape[-1], cfg.moe_intermediate_size
+    init = nn.initializers.normal(cfg.initializer_range)
+    gate_up = _param(self, "gate_up_proj", init, (E, D, 2 * I), ("expert", "embed", "mlp"), pdt)
+    down = _param(self, "down_proj", init, (E, I, D), ("expert", "mlp", "embed"), pdt)
+    weighted = jnp.where(choice_N < E, weight_N, jnp.zeros_like(weight_N))  # skip route: zero output
+
+    def one_expert(acc, inputs):
+      e, w_gu, w_d = inputs
+      gu = L.linear(x_ND, w_gu, dt=dt)
+      act = jax.nn.silu(gu[:, :I]) * gu[:, I:]
+      out = L.linear(act, w_d, dt=dt) * weighted[:, None]
+      return jnp.where((choice_N == e)[:, None], out, acc), None
+
+    out, _ = jax.lax.scan(one_expert, jnp.zeros_like(x_ND, dt), (jnp.arange(E), gate_up, down))
+    return out
+
+
+class MoE(nn.Module):
+  config: ZayaConfig
+  use_eda: bool
+
+  @nn.compact
+  def __call__(self, x_BSD, carry_BSR):
+    B, S, D = x_BSD.shape
+    choice, weight, logits, carry = Router(self.config, self.use_eda, name="gate")(x_BSD, carry_BSR)
+    out = Experts(self.config, name="experts")(x_BSD.reshape(B * S, D), choice.reshape(-1), weight.reshape(-1))
+    return out.reshape(B, S, D), carry, {"expert_index": choice, "router_logits": logits}
+
+
+class Block(nn.Module):
+  """One decoder block: norm -> CCA -> residual scaling -> norm -> MoE -> residual scaling."""
+  config: ZayaConfig
+  use_eda: bool = True
+
+  @nn.compact
+  def __call__(self, carry, xs, ctx):
+    cfg = self.config
+    dt, pdt = cfg.compute_dtype, jnp.dtype(cfg.param_dtype)
+    r, router_carry = carry
+    layer_consts, cache = xs
+    x = RMSNorm(cfg.rms_norm_eps, pdt, name="input_layernorm")(r.astype(dt))
+    a, new_cache = CCAttention(cfg, name="self_attn")(x, ctx, layer_consts, cache)
+    r = ResidualScaling(pdt, name="post_attention_residual_scale")(a, r)
+    x = RMSNorm(cfg.rms_norm_eps, pdt, name="post_attention_layernorm")(r.astype(dt))
+    m, router_carry, aux = MoE(cfg, self.use_eda, name="mlp")(x, router_carry)
+    r = ResidualScaling(pdt, name="post_mlp_residual_scale")(m, r)
+    return (r, router_carry), (new_cache, aux)
+
+
+def layer_constants(config: ZayaConfig):
+  """Per-layer RoPE frequencies [L, R/2] and attention windows [L] (0 = full causal)."""
+  inv = []
+  for t in config.layer_types:
+    theta = config.rope_theta if t == "hybrid" else config.sliding_rope_theta
+    inv.append(L.rope_inv_freq(theta, config.rotary_dim))
+  window = [config.sliding_window if t == "hybrid_sliding" else 0 for t in config.layer_types]
+  return {"inv_freq": jnp.stack(inv), "window": jnp.asarray(window, jnp.int32)}
+
+
+class Zaya(nn.Module):
+  """ZAYA1 causal LM. __call__(input_ids, ctx, cache, inputs_embeds) -> (logits [B,S,V], new cache, aux).
+
+  inputs_embeds [B,S,D], when given, replaces the embedding lookup (the tied head still uses the table).
+  """
+  config: ZayaConfig
+
+  @nn.compact
+  def __call__(self, input_ids_BS, ctx, cache=None, inputs_embeds_BSD=None):
+    cfg = self.config
+    dt, pdt = cfg.compute_dtype, jnp.dtype(cfg.param_dtype)
+    D = cfg.hidden_size
+    embedding = _param(self, "embed_tokens", nn.initializers.normal(cfg.initializer_range),
+                       (cfg.vocab_size, D), ("vocab", "embed"), pdt)
+    s_in = _param(self, "input_hidden_states_scale", nn.initializers.ones, (D,), ("norm",), pdt)
+    b_in = _param(self, "input_hidden_states_bias", nn.initializers.zeros, (D,), ("norm",), pdt)
+    if inputs_embeds_BSD is None:
+      inputs_embeds_BSD = jnp.take(embedding, input_ids_BS, axis=0)
+    emb = inputs_embeds_BSD.astype(dt)
+    r = ((emb + b_in.astype(dt)) * s_in.astype(dt)).astype(F32)
+
+    consts = layer_constants(cfg)
+    first = jax.tree.map(lambda a: a[0], consts)
+    rest = jax.tree.map(lambda a: a[1:], consts)
+    cache0 = cache["layer_0"] if cache is not None else None
+    carry = (r, jnp.zeros(r.shape[:-1] + (cfg.router_hidden_size,), dt))
+    carry, (new_cache0, aux0) = Block(cfg, use_eda=False, name="layer_0")(carry, (first, cache0), ctx)
+    new_cache = {"layer_0": new_cache0}
+    auxes = [jax.tree.map(lambda a: a[None], aux0)]
+    if cfg.num_hidden_layers > 1:
+      ScannedBlocks = nn.scan(
+          Block, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=(0, nn.broadcast),
+          length=cfg.num_hidden_layers - 1, metadata_params={nn.PARTITION_NAME: "layers"})
+      cache_rest = cache["layers"] if cache is not None else None
+      carry, (new_rest, aux_rest) = ScannedBlocks(cfg, use_eda=True, name="layers")(carry, (rest, cache_rest), ctx)
+      new_cache["layers"] = new_rest
+      auxes.append(aux_rest)
+    r, _ = carry
+    h = RMSNorm(cfg.rms_norm_eps, pdt, name="norm")(r.astype(dt))
+    logits = jnp.einsum("bsd,vd->bsv", h, embedding.astype(dt), preferred_element_type=F32).astype(dt)
+    aux = jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *auxes)
+    return logits, (new_cache if cache is not None else None), aux
