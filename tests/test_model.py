@@ -130,8 +130,8 @@ def test_causality_by_gradient(reference_models, name):
 
 def test_balancing_biases_get_no_gradient(reference_models):
   config, _, params = reference_models("base")
-  ids = jnp.asarray(np.random.RandomState(5).randint(0, config.vocab_size, (1, 6)))
-  grads = jax.grad(lambda p: api._forward(p, config, ids, None, None, None, False).sum())(params)
+  ids = np.random.RandomState(5).randint(0, config.vocab_size, (1, 6))
+  grads = jax.grad(lambda p: forward(p, config, ids).sum())(params)
   assert np.all(np.asarray(grads["layer_0"]["mlp"]["gate"]["balancing_biases"]) == 0)
   assert np.all(np.asarray(grads["layers"]["mlp"]["gate"]["balancing_biases"]) == 0)
   assert np.any(np.asarray(grads["layers"]["mlp"]["gate"]["fc1_kernel"]) != 0)
@@ -145,3 +145,28 @@ def test_token_ids_outside_vocabulary_raise(reference_models):
     forward(params, config, np.array([[-1, 2]]))
   with pytest.raises(api.InputError, match="attention_mask must have shape"):
     forward(params, config, np.array([[1, 2]]), attention_mask=np.ones((1, 3)))
+
+
+def test_bf16_compute_with_fp32_master_weights(reference_models):
+  config, _, params = reference_models("base")
+  ids = np.random.RandomState(6).randint(0, config.vocab_size, (2, 8))
+  full = np.asarray(forward(params, config, ids))
+  mixed = forward(params, config.replace(dtype="bfloat16"), ids)
+  assert mixed.dtype == jnp.bfloat16 and params["embed_tokens"].dtype == jnp.float32
+  assert _rel_err(mixed, full) < 5e-2
+
+
+def test_logical_axes_cover_every_parameter():
+  config = TINY_CONFIGS["base"]
+  specs = api.logical_axes(config)
+  params = api.init_params(config, jax.random.key(0))
+  shapes = jax.tree.map(lambda x: x.ndim, params)
+  flat_specs = dict(jax.tree_util.tree_flatten_with_path(specs, is_leaf=lambda x: x is None or
+                                                         isinstance(x, jax.sharding.PartitionSpec))[0])
+  for path, ndim in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+    spec = flat_specs[path]
+    assert len(spec) == ndim, (path, spec)
+    assert (spec[0] == "layers") == (path[0].key == "layers"), (path, spec)
+  assert flat_specs[(jax.tree_util.DictKey("layers"), jax.tree_util.DictKey("mlp"), jax.tree_util.DictKey("experts"),
+                     jax.tree_util.DictKey("gate_up_proj"))] == jax.sharding.PartitionSpec(
+                         "layers", "expert", "embed", "mlp")

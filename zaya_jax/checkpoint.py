@@ -171,7 +171,7 @@ def params_from_tensors(config: ZayaConfig, tensors: Iterator[tuple[str, np.ndar
     if tuple(array.shape) != want:
       raise CheckpointError(f"tensor {name} has shape {tuple(array.shape)}, expected {want} for this config")
     leaf_dtype = jnp.float32 if slot.path[-1] == "balancing_biases" else jnp.dtype(dtype)
-    value = jnp.asarray(np.asarray(slot.layout.to_jax(array)).astype(leaf_dtype))
+    value = jnp.asarray(np.asarray(slot.layout.to_jax(array)).astype(leaf_dtype, copy=False))
     if slot.layer is None:
       leaves[slot.path] = value
     else:
