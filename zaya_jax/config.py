@@ -17,6 +17,7 @@ from typing import Any
 import jax.numpy as jnp
 
 LAYER_TYPES = ("hybrid", "hybrid_sliding")
+MOE_IMPLS = ("auto", "reference", "blocked", "ragged_dot", "pallas")
 DTYPES = ("float32", "bfloat16", "float16")
 
 # transformers config.json keys that carry no architecture information for this implementation.
@@ -69,6 +70,9 @@ class ZayaConfig:
   initializer_range: float = 0.02
   dtype: str = "float32"  # activation/compute dtype ("bfloat16" matches the released model)
   param_dtype: str = "float32"  # dtype of freshly initialised parameters
+  # Expert dispatch (not architecture: every choice computes the same function; see zaya_jax/moe.py).
+  moe_impl: str = "auto"  # auto | reference | blocked | ragged_dot | pallas
+  moe_block_size: int = 128  # rows per dense matmul block of the `blocked` dispatch (groups pad to it)
 
   def __post_init__(self):
     if self.layer_types is None:
@@ -119,6 +123,10 @@ class ZayaConfig:
       raise ConfigError("tie_word_embeddings=False is not supported: ZAYA1 ties the LM head to the embedding")
     if self.hidden_act != "silu":
       raise ConfigError(f"hidden_act must be 'silu' (SwiGLU experts), got {self.hidden_act!r}")
+    if self.moe_impl not in MOE_IMPLS:
+      raise ConfigError(f"moe_impl must be one of {MOE_IMPLS}, got {self.moe_impl!r}")
+    if not isinstance(self.moe_block_size, int) or self.moe_block_size < 1:
+      raise ConfigError(f"moe_block_size must be a positive integer, got {self.moe_block_size!r}")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in DTYPES:
         raise ConfigError(f"{name} must be one of {DTYPES}, got {getattr(self, name)!r}")

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from zaya_jax import layers as L
+from zaya_jax import moe
 from zaya_jax.config import ZayaConfig
 
 F32 = jnp.float32
@@ -170,28 +171,19 @@ class Router(nn.Module):
 
 
 class Experts(nn.Module):
-  """E SwiGLU experts; `reference` dispatch: every expert runs on all tokens and keeps its own (simple, exact)."""
+  """E SwiGLU experts; the dispatch implementation is config.moe_impl (zaya_jax/moe.py)."""
   config: ZayaConfig
 
   @nn.compact
   def __call__(self, x_ND, choice_N, weight_N):
     cfg = self.config
-    dt, pdt = cfg.compute_dtype, jnp.dtype(cfg.param_dtype)
+    pdt = jnp.dtype(cfg.param_dtype)
     E, D, I = cfg.num_experts, x_ND.shape[-1], cfg.moe_intermediate_size
     init = nn.initializers.normal(cfg.initializer_range)
     gate_up = _param(self, "gate_up_proj", init, (E, D, 2 * I), ("expert", "embed", "mlp"), pdt)
     down = _param(self, "down_proj", init, (E, I, D), ("expert", "mlp", "embed"), pdt)
-    weighted = jnp.where(choice_N < E, weight_N, jnp.zeros_like(weight_N))  # skip route: zero output
-
-    def one_expert(acc, inputs):
-      e, w_gu, w_d = inputs
-      gu = L.linear(x_ND, w_gu, dt=dt)
-      act = jax.nn.silu(gu[:, :I]) * gu[:, I:]
-      out = L.linear(act, w_d, dt=dt) * weighted[:, None]
-      return jnp.where((choice_N == e)[:, None], out, acc), None
-
-    out, _ = jax.lax.scan(one_expert, jnp.zeros_like(x_ND, dt), (jnp.arange(E), gate_up, down))
-    return out
+    return moe.expert_ffn(x_ND.astype(cfg.compute_dtype), choice_N, weight_N, gate_up, down,
+                          moe_impl=cfg.moe_impl, block_size=cfg.moe_block_size)
 
 
 class MoE(nn.Module):
