@@ -73,6 +73,7 @@ class ZayaConfig:
   # Expert dispatch (not architecture: every choice computes the same function; see zaya_jax/moe.py).
   moe_impl: str = "auto"  # auto | reference | blocked | ragged_dot | pallas
   moe_block_size: int = 128  # rows per dense matmul block of the `blocked` dispatch (groups pad to it)
+  moe_capacity_factor: float | None = None  # expert parallel: slots per device pair / (N_loc / ep); None = dropless
 
   def __post_init__(self):
     if self.layer_types is None:
@@ -127,6 +128,8 @@ class ZayaConfig:
       raise ConfigError(f"moe_impl must be one of {MOE_IMPLS}, got {self.moe_impl!r}")
     if not isinstance(self.moe_block_size, int) or self.moe_block_size < 1:
       raise ConfigError(f"moe_block_size must be a positive integer, got {self.moe_block_size!r}")
+    if self.moe_capacity_factor is not None and not self.moe_capacity_factor > 0:
+      raise ConfigError(f"moe_capacity_factor must be positive or None, got {self.moe_capacity_factor!r}")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in DTYPES:
         raise ConfigError(f"{name} must be one of {DTYPES}, got {getattr(self, name)!r}")

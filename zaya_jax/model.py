@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from zaya_jax import layers as L
-from zaya_jax import moe
+from zaya_jax import expert_parallel, moe, routing
 from zaya_jax.config import ZayaConfig
 
 F32 = jnp.float32
@@ -136,42 +136,62 @@ class CCAttention(nn.Module):
     return L.linear(out, wo, dt=dt), new_cache
 
 
+class Param(nn.Module):
+  """Holds one parameter under its own scope, so e.g. the router's norm weight keeps the path norm/weight."""
+  pname: str
+  shape: tuple[int, ...]
+  initializer: Any
+  axes: tuple[str, ...]
+  dtype: Any
+
+  @nn.compact
+  def __call__(self):
+    return _param(self, self.pname, self.initializer, self.shape, self.axes, self.dtype)
+
+
 class Router(nn.Module):
-  """ZAYA router (ZAYA1.md §3.6): EDA carry, RMSNorm, GELU MLP, softmax over experts + skip, biased top-1."""
+  """ZAYA router (ZAYA1.md §3.6): EDA carry, RMSNorm, GELU MLP, softmax over experts + skip, biased top-1.
+
+  The math is `routing.route`; with moe_impl 'pallas' the fused Pallas kernel computes the same function.
+  """
   config: ZayaConfig
   use_eda: bool
 
   @nn.compact
   def __call__(self, x_BSD, carry_BSR):
     cfg = self.config
-    dt, pdt = cfg.compute_dtype, jnp.dtype(cfg.param_dtype)
+    pdt = jnp.dtype(cfg.param_dtype)
     D, R, NC = x_BSD.shape[-1], cfg.router_hidden_size, cfg.num_router_classes
     init = nn.initializers.normal(cfg.initializer_range)
-    w_down = _param(self, "down_proj_kernel", init, (D, R), ("embed", "router"), pdt)
-    b_down = _param(self, "down_proj_bias", nn.initializers.zeros, (R,), ("router",), pdt)
-    h = L.linear(x_BSD, w_down, b_down, dt=dt)
+    zeros, ones = nn.initializers.zeros, nn.initializers.ones
+    p = {
+        "down_proj_kernel": _param(self, "down_proj_kernel", init, (D, R), ("embed", "router"), pdt),
+        "down_proj_bias": _param(self, "down_proj_bias", zeros, (R,), ("router",), pdt),
+        "norm": {"weight": Param("weight", (R,), ones, ("router",), pdt, name="norm")()},
+        "fc1_kernel": _param(self, "fc1_kernel", init, (R, R), ("router", "router_out"), pdt),
+        "fc1_bias": _param(self, "fc1_bias", zeros, (R,), ("router_out",), pdt),
+        "fc2_kernel": _param(self, "fc2_kernel", init, (R, R), ("router", "router_out"), pdt),
+        "fc2_bias": _param(self, "fc2_bias", zeros, (R,), ("router_out",), pdt),
+        "out_proj_kernel": _param(self, "out_proj_kernel", init, (R, NC), ("router", "router_classes"), pdt),
+        "balancing_biases": _param(self, "balancing_biases", _skip_bias_init, (NC,), ("router_classes",), F32),
+    }
     if self.use_eda:
-      eda = _param(self, "router_states_scale", nn.initializers.ones, (R,), ("router",), pdt)
-      h = h + carry_BSR.astype(dt) * eda.astype(dt)
-    n = RMSNorm(cfg.rms_norm_eps, pdt, "router", name="norm")(h)
-    w1 = _param(self, "fc1_kernel", init, (R, R), ("router", "router_out"), pdt)
-    b1 = _param(self, "fc1_bias", nn.initializers.zeros, (R,), ("router_out",), pdt)
-    w2 = _param(self, "fc2_kernel", init, (R, R), ("router", "router_out"), pdt)
-    b2 = _param(self, "fc2_bias", nn.initializers.zeros, (R,), ("router_out",), pdt)
-    w3 = _param(self, "out_proj_kernel", init, (R, NC), ("router", "router_classes"), pdt)
-    beta = _param(self, "balancing_biases", _skip_bias_init, (NC,), ("router_classes",), F32)
-    g = jax.nn.gelu(L.linear(n, w1, b1, dt=dt), approximate=False)
-    g = jax.nn.gelu(L.linear(g, w2, b2, dt=dt), approximate=False)
-    logits = L.linear(g, w3, dt=dt)
-    probs = jax.nn.softmax(logits.astype(F32), axis=-1).astype(dt)
-    # The biases only move the argmax; the combine weight is the unbiased probability.
-    choice = jnp.argmax(jax.lax.stop_gradient(probs).astype(F32) + jax.lax.stop_gradient(beta.astype(F32)), -1)
-    weight = jnp.take_along_axis(probs, choice[..., None], axis=-1)[..., 0]
-    return choice.astype(jnp.int32), weight, logits, h
+      p["router_states_scale"] = _param(self, "router_states_scale", ones, (R,), ("router",), pdt)
+    lead = x_BSD.shape[:-1]
+    x = x_BSD.reshape(-1, D).astype(cfg.compute_dtype)
+    carry = carry_BSR.reshape(-1, R) if self.use_eda else None
+    if moe.resolve_impl(cfg.moe_impl) == "pallas":
+      from pallas_kernels import router as pallas_router  # only this path needs the kernels
+      out = pallas_router.zaya_router(x, carry, p, eps=cfg.rms_norm_eps, use_eda=self.use_eda)
+    else:
+      out = routing.route(x, carry, p, eps=cfg.rms_norm_eps, use_eda=self.use_eda)
+    choice, weight, logits, h = out
+    return (choice.reshape(lead), weight.reshape(lead), logits.reshape(lead + (NC,)), h.reshape(lead + (R,)))
 
 
 class Experts(nn.Module):
-  """E SwiGLU experts; the dispatch implementation is config.moe_impl (zaya_jax/moe.py)."""
+  """E SwiGLU experts; the dispatch implementation is config.moe_impl (zaya_jax/moe.py), expert-parallel over
+  the mesh's `expert` axis when one is set with `jax.set_mesh` (zaya_jax/expert_parallel.py)."""
   config: ZayaConfig
 
   @nn.compact
@@ -182,8 +202,17 @@ class Experts(nn.Module):
     init = nn.initializers.normal(cfg.initializer_range)
     gate_up = _param(self, "gate_up_proj", init, (E, D, 2 * I), ("expert", "embed", "mlp"), pdt)
     down = _param(self, "down_proj", init, (E, I, D), ("expert", "mlp", "embed"), pdt)
-    return moe.expert_ffn(x_ND.astype(cfg.compute_dtype), choice_N, weight_N, gate_up, down,
-                          moe_impl=cfg.moe_impl, block_size=cfg.moe_block_size)
+    x_ND = x_ND.astype(cfg.compute_dtype)
+    mesh = expert_parallel.active_expert_mesh()
+    if mesh is None:
+      return moe.expert_ffn(x_ND, choice_N, weight_N, gate_up, down, moe_impl=cfg.moe_impl,
+                            block_size=cfg.moe_block_size)
+    batch_axes = tuple(a for a in expert_parallel.BATCH_AXES if a in mesh.axis_names)
+    out, dropped = expert_parallel.expert_parallel_ffn(
+        x_ND, choice_N, weight_N, gate_up, down, mesh=mesh, batch_axes=batch_axes, moe_impl=cfg.moe_impl,
+        block_size=cfg.moe_block_size, capacity_factor=cfg.moe_capacity_factor)
+    self.sow("metrics", "dropped_tokens", dropped)
+    return out
 
 
 class MoE(nn.Module):

@@ -3,7 +3,9 @@
 Mesh axes: data (pure data parallel), fsdp (data parallel with parameters sharded over it), expert (experts
 split across devices; also carries batch), tensor (within-layer model parallel). Parameters carry logical axis
 names (zaya_jax/model.py); `LOGICAL_AXIS_RULES` maps them to mesh axes. The compiler (GSPMD) inserts the
-collectives; the results equal the unsharded model (tests/test_sharding.py).
+collectives, except in the MoE: under `jax.set_mesh(mesh)` with expert > 1 the expert FFN runs as an explicit
+expert-parallel shard_map (zaya_jax/expert_parallel.py). Results equal the unsharded model
+(tests/test_sharding.py).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from zaya_jax import api
 from zaya_jax.config import ZayaConfig
+from zaya_jax.expert_parallel import BATCH_AXES
 
 MESH_AXES = ("data", "fsdp", "expert", "tensor")
-BATCH_AXES = ("data", "fsdp", "expert")  # the global batch is split over every non-tensor axis
 
 # logical axis -> mesh axis (or None = replicated). One table for the whole model.
 LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
