@@ -112,8 +112,8 @@ CHOICES = {
 
 
 @pytest.mark.parametrize("impl", ["blocked", "ragged_dot"])
-@pytest.mark.parametrize("case", list(CHOICES))
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("case, dtype", [("mixed", jnp.float32), ("mixed", jnp.bfloat16),
+                                         ("one_expert", jnp.float32), ("all_skip", jnp.float32)])
 def test_expert_ffn_equals_reference(impl, case, dtype):
   N = 13 if CHOICES[case] is None else len(CHOICES[case])
   x, choice, weight, gate_up, down = _case(N, dtype=dtype, choice=CHOICES[case])
