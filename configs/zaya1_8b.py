@@ -34,4 +34,43 @@ def get_config() -> ml_collections.ConfigDict:
       dtype="bfloat16",  # activation dtype, as released; the residual stream stays fp32
       param_dtype="float32",  # fp32 master weights for training
   ))
+  # Training groups. The report publishes the optimiser family (Muon with AdamW-RMS matching) and the batch
+  # (4096 x 4096 tokens) but no learning rate, schedule, weight decay or momentum: those below are common
+  # Moonlight-style values, not Zyphra's.
+  config.optim = ml_collections.ConfigDict(dict(
+      name="muon",  # "muon" (Muon on hidden matrices + AdamW elsewhere) or "adamw" (AdamW everywhere)
+      lr=3e-4,  # peak learning rate, shared by both groups (Muon updates are RMS-matched to AdamW) [unpublished]
+      schedule="wsd",  # "wsd" (warmup-stable-decay), "cosine" or "constant"
+      warmup_steps=2000,  # linear warmup from 0 to the peak
+      decay_fraction=0.1,  # wsd: fraction of the steps spent in the final linear decay
+      min_lr_ratio=0.1,  # final learning rate as a fraction of the peak (wsd and cosine)
+      b1=0.9,  # AdamW first-moment decay
+      b2=0.95,  # AdamW second-moment decay
+      eps=1e-8,  # AdamW epsilon
+      weight_decay=0.1,  # decoupled weight decay on matrices (lr-scaled); never on norms, biases, scales
+      clip_norm=1.0,  # global gradient-norm clipping threshold
+      muon_momentum=0.95,  # Muon momentum
+      muon_nesterov=True,  # Nesterov momentum in Muon
+      muon_ns_steps=5,  # Newton-Schulz iterations per orthogonalisation
+      muon_rms=0.2,  # RMS of a Muon update after AdamW-RMS matching (Moonlight)
+  ))
+  config.train = ml_collections.ConfigDict(dict(
+      steps=715_000,  # optimiser steps: ~12T tokens (pretraining phases 1+2) / 16.8M tokens per step
+      batch_size=4096,  # sequences per step (global batch, report App. B)
+      seq_len=4096,  # tokens per sequence (pretraining context)
+      seed=0,  # parameter init and training RNG
+      log_every=10,  # steps between progress lines / metrics.jsonl records
+      eval_every=1000,  # steps between evaluations (0 = never)
+      eval_batches=16,  # batches per evaluation, always the first ones of the eval split
+      checkpoint_every=1000,  # steps between checkpoints (a final one is always written)
+      keep_checkpoints=3,  # how many recent checkpoints to keep
+  ))
+  config.balancing = ml_collections.ConfigDict(dict(
+      rate=1e-3,  # AdamW step size of the router balancing biases (AMD Primus port's value; 0 = frozen)
+      b1=0.9,  # first-moment decay of the load-error moments
+      b2=0.999,  # second-moment decay of the load-error moments
+      eps=1e-8,  # AdamW epsilon
+      weight_decay=0.0,  # decay of the biases towards 0
+      skip_mode="experts",  # "experts": balance the E real experts, skip bias fixed; "all": all E+1 classes
+  ))
   return config
