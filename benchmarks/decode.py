@@ -1,0 +1,113 @@
+"""Decode and prefill throughput of `zaya_jax.sampling.generate` against transformers' `generate`, and the
+wall time of Markovian RSA (N=16) against one trace of the same sequential length, on configs/bench_small.py.
+
+  python benchmarks/decode.py [--prompt 128] [--new 128] [--batches 1 8] [--repeats 3]
+
+Both sides run the same fp32 weights (written with save_hf_checkpoint, read with from_pretrained), greedy,
+no stop token, in one process. Throughputs are taken from whole `generate` calls so that both sides are
+measured the same way: prefill tokens/s = B·P / t(1 new token); decode tokens/s = B·(G-1) / (t(G) - t(1)).
+Compile time is excluded (each program runs once before timing); the best of --repeats is reported.
+RSA: N rollouts of β tokens in T+1 rounds (C candidates, tail τ) against one batch-1 trace of (T+1)·β tokens,
+the same number of sequential decode steps.
+"""
+
+import argparse
+import os
+import tempfile
+import time
+
+import jax
+import numpy as np
+import torch
+import transformers
+
+from configs import bench_small
+from zaya_jax import ZayaConfig, init_params, save_hf_checkpoint
+from zaya_jax.data import ByteTokenizer
+from zaya_jax.sampling import (GREEDY, AggregationTemplate, ByteChatTemplate, PromptBuilder, RSAConfig, Sampling,
+                               generate, markovian_rsa)
+
+
+def best_time(fn, repeats):
+  fn()  # compile / warm up
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+def ours(params, config, ids, new):
+  return lambda: jax.block_until_ready(generate(params, config, ids, max_new_tokens=new, sampling=GREEDY,
+                                                stop_tokens=()).tokens)
+
+
+def reference(model, ids, new):
+  ids = torch.as_tensor(ids)
+
+  def run():
+    with torch.no_grad():
+      model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                     do_sample=False, eos_token_id=None, pad_token_id=0)
+  return run
+
+
+def throughput_rows(params, config, model, args):
+  rows = []
+  for batch in args.batches:
+    ids = np.random.RandomState(batch).randint(3, config.vocab_size, (batch, args.prompt)).astype(np.int32)
+    row = {"batch": batch}
+    sides = (("zaya_jax", lambda n: ours(params, config, ids, n)), ("transformers", lambda n: reference(model, ids, n)))
+    for name, make in sides:
+      t1 = best_time(make(1), args.repeats)
+      tg = best_time(make(args.new), args.repeats)
+      row[name] = (batch * args.prompt / t1, batch * (args.new - 1) / (tg - t1))
+    rows.append(row)
+  return rows
+
+
+def rsa_row(params, config, args):
+  rsa = RSAConfig(population=16, candidates=4, rounds=2, budget=args.rsa_budget, tail=args.rsa_tail,
+                  sampling=Sampling(vocab_limit=ByteTokenizer.vocab_size))
+  builder = PromptBuilder(ByteTokenizer(), ByteChatTemplate(), "Compute (8 - 3) + 4.", AggregationTemplate())
+  stop = ()  # full-length rollouts: the comparison is about sequential steps, not about where a model stops
+  run_rsa = lambda: list(markovian_rsa(params, config, builder, rsa, jax.random.key(0), stop_tokens=stop))
+  length = (rsa.rounds + 1) * rsa.budget
+  question = np.asarray([builder.initial()], np.int32)
+  single = lambda: jax.block_until_ready(generate(params, config, question, max_new_tokens=length,
+                                                  key=jax.random.key(0), sampling=rsa.sampling,
+                                                  stop_tokens=stop).tokens)
+  return rsa, best_time(run_rsa, 1), best_time(single, 1)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--prompt", type=int, default=128)
+  parser.add_argument("--new", type=int, default=128)
+  parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--rsa-budget", type=int, default=128)
+  parser.add_argument("--rsa-tail", type=int, default=32)
+  args = parser.parse_args()
+  config = ZayaConfig.from_dict(bench_small.get_config().model.to_dict())
+  params = init_params(config, jax.random.key(0))
+  with tempfile.TemporaryDirectory() as tmp:
+    save_hf_checkpoint(tmp, config, params)
+    model = transformers.ZayaForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+  print(f"backend {jax.default_backend()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+        f"moe_impl {config.moe_impl}; prompt {args.prompt}, {args.new} new tokens, fp32, greedy")
+  print("| batch | prefill tok/s zaya_jax | prefill tok/s transformers | decode tok/s zaya_jax | "
+        "decode tok/s transformers | decode speed-up |")
+  print("|---:|---:|---:|---:|---:|---:|")
+  for row in throughput_rows(params, config, model, args):
+    (p_ours, d_ours), (p_ref, d_ref) = row["zaya_jax"], row["transformers"]
+    print(f"| {row['batch']} | {p_ours:,.0f} | {p_ref:,.0f} | {d_ours:,.0f} | {d_ref:,.0f} | {d_ours / d_ref:.1f}x |")
+  rsa, t_rsa, t_single = rsa_row(params, config, args)
+  print(f"\nMarkovian RSA N={rsa.population} C={rsa.candidates} T={rsa.rounds} beta={rsa.budget} tau={rsa.tail}: "
+        f"{t_rsa:.2f} s; one trace of {(rsa.rounds + 1) * rsa.budget} tokens: {t_single:.2f} s "
+        f"({t_rsa / t_single:.2f}x)")
+
+
+if __name__ == "__main__":
+  main()
