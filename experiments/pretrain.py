@@ -25,6 +25,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   state = zt.train(config, _WORKDIR.value)  # data: config.data's pipeline, or synthetic without a data group
+  if "data" in config and int(state.step) == config.train.steps:
+    from zaya_jax.train import samples
+
+    results = samples.solve_heldout(state.params, zt.model_config_from(config), config.data)
+    print("\nHeld-out problems, greedy decoding:\n" + samples.format_solutions(results))
   print(f"stopped at step {int(state.step)} of {config.train.steps}; outputs in {_WORKDIR.value}")
 
 

@@ -6,7 +6,7 @@ import pytest
 
 import configs.tiny
 from zaya_jax import data
-from zaya_jax.train import feeds, reporting, trainer
+from zaya_jax.train import feeds, reporting, samples, trainer
 
 
 def _config():
@@ -39,6 +39,12 @@ def test_phases_switch_and_resume_exactly(tmp_path):
     state = trainer.train(config, str(resumed), stop_at=stop)
     assert int(state.step) == stop
   assert _losses(resumed) == reference
+
+  # What experiments/pretrain.py prints at the end: greedy solutions to held-out problems.
+  results = samples.solve_heldout(state.params, trainer.model_config_from(config), config.data, count=2,
+                                  max_new_tokens=6)
+  assert [sorted(r) for r in results] == [["answer", "correct", "generated", "problem", "reference"]] * 2
+  assert all(isinstance(r["generated"], str) and r["problem"] for r in results)
 
 
 def test_tokenizer_larger_than_the_model_vocabulary_is_refused():
