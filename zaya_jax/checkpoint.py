@@ -237,6 +237,7 @@ def save_hf_checkpoint(path, config: ZayaConfig, params, dtype=None, max_shard_b
 
   dtype: storage dtype of the weights (default: as in params). Holds at most one shard in host memory.
   """
+  hf_config = config.to_hf()  # refuses the ablation variants before anything is written
   path = os.fspath(path)
   os.makedirs(path, exist_ok=True)
   for old in os.listdir(path):  # a previous save's shards would otherwise be read back with these
@@ -278,7 +279,6 @@ def save_hf_checkpoint(path, config: ZayaConfig, params, dtype=None, max_shard_b
     with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
       json.dump({"metadata": {"total_size": total},
                  "weight_map": {t: final[n] for t, n in sorted(weight_map.items())}}, f, indent=2)
-  hf_config = config.to_hf()
   hf_config["dtype"] = stored_dtype
   with open(os.path.join(path, "config.json"), "w") as f:
     json.dump(hf_config, f, indent=2)

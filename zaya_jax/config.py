@@ -70,6 +70,10 @@ class ZayaConfig:
   initializer_range: float = 0.02
   dtype: str = "float32"  # activation/compute dtype ("bfloat16" matches the released model)
   param_dtype: str = "float32"  # dtype of freshly initialised parameters
+  # Ablations of the MoE++ architecture (ZAYA1 itself: "zaya", "cca", True). Not in transformers' format.
+  router_type: str = "zaya"  # "zaya" (EDA + MLP router) | "linear" (one linear layer, same top-1 + biases)
+  attention_type: str = "cca"  # "cca" | "gqa" (plain grouped-query attention, no convs or q/k norm)
+  residual_scaling: bool = True  # learned ResidualScaling merges; False = plain residual sums
   # Expert dispatch (not architecture: every choice computes the same function; see zaya_jax/moe.py).
   moe_impl: str = "auto"  # auto | reference | blocked | ragged_dot | pallas
   moe_block_size: int = 128  # rows per dense matmul block of the `blocked` dispatch (groups pad to it)
@@ -124,6 +128,9 @@ class ZayaConfig:
       raise ConfigError("tie_word_embeddings=False is not supported: ZAYA1 ties the LM head to the embedding")
     if self.hidden_act != "silu":
       raise ConfigError(f"hidden_act must be 'silu' (SwiGLU experts), got {self.hidden_act!r}")
+    for name, allowed in (("router_type", ("zaya", "linear")), ("attention_type", ("cca", "gqa"))):
+      if getattr(self, name) not in allowed:
+        raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
     if self.moe_impl not in MOE_IMPLS:
       raise ConfigError(f"moe_impl must be one of {MOE_IMPLS}, got {self.moe_impl!r}")
     if not isinstance(self.moe_block_size, int) or self.moe_block_size < 1:
@@ -230,8 +237,16 @@ class ZayaConfig:
     kwargs.update(overrides)
     return cls(**kwargs)
 
+  @property
+  def is_zaya(self) -> bool:
+    """False for the ablation variants, which transformers' ZayaForCausalLM cannot represent."""
+    return self.router_type == "zaya" and self.attention_type == "cca" and self.residual_scaling
+
   def to_hf(self) -> dict[str, Any]:
     """The transformers `config.json` dict (model_type "zaya") for this architecture."""
+    if not self.is_zaya:
+      raise ConfigError("ablation variants (router_type / attention_type / residual_scaling changed) have no "
+                        "transformers format")
     rope = {
         "hybrid": {"rope_type": "default", "rope_theta": self.rope_theta,
                    "partial_rotary_factor": self.partial_rotary_factor},

@@ -119,20 +119,53 @@ class CCAttention(nn.Module):
     v = jnp.concatenate([v_cur, v_prev], axis=-1).reshape(B, S, K, d)
 
     new_cache = None
-    if cache is None:
-      keys, values = k, v
-    else:
-      idx = ctx["write_index"]
-      keys = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, idx, 0, 0))
-      values = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, idx, 0, 0))
+    if cache is not None:
       conv_hist = jnp.concatenate([history.astype(dt), qk_raw], axis=1)[:, S:]  # the last P raw inputs
-      new_cache = {"k": keys, "v": values, "conv": conv_hist.astype(cache["conv"].dtype),
+      new_cache = {"conv": conv_hist.astype(cache["conv"].dtype),
                    "delayed": v_del[:, -1].astype(cache["delayed"].dtype)}
-      keys, values = keys.astype(dt), values.astype(dt)
+    out, new_cache = _cached_attention(q, k, v, ctx, layer_consts, cache, new_cache)
+    return L.linear(out, wo, dt=dt), new_cache
 
-    mask = L.attention_mask(ctx["q_slots"], ctx["k_slots"], ctx["key_valid"], layer_consts["window"],
-                            ctx["segment_ids"], ctx["key_segment_ids"])
-    out = L.attend(q, keys, values, mask, d ** -0.5)
+
+def _cached_attention(q_BSHd, k_BSKd, v_BSKd, ctx, layer_consts, cache, new_cache):
+  """Attention over this call's keys (no cache) or over the cache with them written at ctx["write_index"].
+
+  Returns (attention output [B,S,H*d], the new layer cache: `new_cache` plus the updated k/v, or None).
+  """
+  dt = q_BSHd.dtype
+  keys, values = k_BSKd, v_BSKd
+  if cache is not None:
+    idx = ctx["write_index"]
+    keys = jax.lax.dynamic_update_slice(cache["k"], k_BSKd.astype(cache["k"].dtype), (0, idx, 0, 0))
+    values = jax.lax.dynamic_update_slice(cache["v"], v_BSKd.astype(cache["v"].dtype), (0, idx, 0, 0))
+    new_cache = dict(new_cache, k=keys, v=values)
+    keys, values = keys.astype(dt), values.astype(dt)
+  mask = L.attention_mask(ctx["q_slots"], ctx["k_slots"], ctx["key_valid"], layer_consts["window"],
+                          ctx["segment_ids"], ctx["key_segment_ids"])
+  return L.attend(q_BSHd, keys, values, mask, q_BSHd.shape[-1] ** -0.5), new_cache
+
+
+class GQAttention(nn.Module):
+  """Plain grouped-query attention (q/k/v projections, RoPE, no convolutions or q/k norm): the ablation
+  baseline for CCA. Its decode cache keeps CCA's conv/delayed entries untouched, so the state has one layout."""
+  config: ZayaConfig
+
+  @nn.compact
+  def __call__(self, x_BSD, ctx, layer_consts, cache):
+    cfg = self.config
+    dt, pdt = cfg.compute_dtype, jnp.dtype(cfg.param_dtype)
+    B, S, D = x_BSD.shape
+    H, K, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    init = nn.initializers.normal(cfg.initializer_range)
+    wq = _param(self, "q_proj", init, (D, H * d), ("embed", "q_heads"), pdt)
+    wk = _param(self, "k_proj", init, (D, K * d), ("embed", "kv_heads"), pdt)
+    wv = _param(self, "v_proj", init, (D, K * d), ("embed", "kv_heads"), pdt)
+    wo = _param(self, "o_proj", init, (H * d, D), ("q_heads", "embed"), pdt)
+    q = L.apply_rope(L.linear(x_BSD, wq, dt=dt).reshape(B, S, H, d), ctx["positions"], layer_consts["inv_freq"], dt)
+    k = L.apply_rope(L.linear(x_BSD, wk, dt=dt).reshape(B, S, K, d), ctx["positions"], layer_consts["inv_freq"], dt)
+    v = L.linear(x_BSD, wv, dt=dt).reshape(B, S, K, d)
+    kept = None if cache is None else {"conv": cache["conv"], "delayed": cache["delayed"]}
+    out, new_cache = _cached_attention(q, k, v, ctx, layer_consts, cache, kept)
     return L.linear(out, wo, dt=dt), new_cache
 
 
@@ -164,6 +197,13 @@ class Router(nn.Module):
     D, R, NC = x_BSD.shape[-1], cfg.router_hidden_size, cfg.num_router_classes
     init = nn.initializers.normal(cfg.initializer_range)
     zeros, ones = nn.initializers.zeros, nn.initializers.ones
+    beta = _param(self, "balancing_biases", _skip_bias_init, (NC,), ("router_classes",), F32)
+    lead = x_BSD.shape[:-1]
+    x = x_BSD.reshape(-1, D).astype(cfg.compute_dtype)
+    if cfg.router_type == "linear":  # ablation: the router state passes through untouched
+      w = _param(self, "linear_kernel", init, (D, NC), ("embed", "router_classes"), pdt)
+      choice, weight, logits = routing.linear_route(x, {"linear_kernel": w, "balancing_biases": beta})
+      return choice.reshape(lead), weight.reshape(lead), logits.reshape(lead + (NC,)), carry_BSR
     p = {
         "down_proj_kernel": _param(self, "down_proj_kernel", init, (D, R), ("embed", "router"), pdt),
         "down_proj_bias": _param(self, "down_proj_bias", zeros, (R,), ("router",), pdt),
@@ -173,12 +213,10 @@ class Router(nn.Module):
         "fc2_kernel": _param(self, "fc2_kernel", init, (R, R), ("router", "router_out"), pdt),
         "fc2_bias": _param(self, "fc2_bias", zeros, (R,), ("router_out",), pdt),
         "out_proj_kernel": _param(self, "out_proj_kernel", init, (R, NC), ("router", "router_classes"), pdt),
-        "balancing_biases": _param(self, "balancing_biases", _skip_bias_init, (NC,), ("router_classes",), F32),
+        "balancing_biases": beta,
     }
     if self.use_eda:
       p["router_states_scale"] = _param(self, "router_states_scale", ones, (R,), ("router",), pdt)
-    lead = x_BSD.shape[:-1]
-    x = x_BSD.reshape(-1, D).astype(cfg.compute_dtype)
     carry = carry_BSR.reshape(-1, R) if self.use_eda else None
     if moe.resolve_impl(cfg.moe_impl) == "pallas":
       from pallas_kernels import router as pallas_router  # only this path needs the kernels
@@ -228,7 +266,8 @@ class MoE(nn.Module):
 
 
 class Block(nn.Module):
-  """One decoder block: norm -> CCA -> residual scaling -> norm -> MoE -> residual scaling."""
+  """One decoder block: norm -> CCA -> residual scaling -> norm -> MoE -> residual scaling (the ablation
+  switches attention_type / residual_scaling / router_type replace the parts they name)."""
   config: ZayaConfig
   use_eda: bool = True
 
@@ -238,13 +277,20 @@ class Block(nn.Module):
     dt, pdt = cfg.compute_dtype, jnp.dtype(cfg.param_dtype)
     r, router_carry = carry
     layer_consts, cache = xs
+    attention = CCAttention if cfg.attention_type == "cca" else GQAttention
     x = RMSNorm(cfg.rms_norm_eps, pdt, name="input_layernorm")(r.astype(dt))
-    a, new_cache = CCAttention(cfg, name="self_attn")(x, ctx, layer_consts, cache)
-    r = ResidualScaling(pdt, name="post_attention_residual_scale")(a, r)
+    a, new_cache = attention(cfg, name="self_attn")(x, ctx, layer_consts, cache)
+    r = self._merge(a, r, "post_attention_residual_scale")
     x = RMSNorm(cfg.rms_norm_eps, pdt, name="post_attention_layernorm")(r.astype(dt))
     m, router_carry, aux = MoE(cfg, self.use_eda, name="mlp")(x, router_carry)
-    r = ResidualScaling(pdt, name="post_mlp_residual_scale")(m, r)
+    r = self._merge(m, r, "post_mlp_residual_scale")
     return (r, router_carry), (new_cache, aux)
+
+  def _merge(self, h, r, name):
+    """The learned ResidualScaling merge, or the plain residual sum h + r (ablation)."""
+    if self.config.residual_scaling:
+      return ResidualScaling(jnp.dtype(self.config.param_dtype), name=name)(h, r)
+    return h.astype(F32) + r
 
 
 def layer_constants(config: ZayaConfig):

@@ -27,8 +27,22 @@ def route(x_ND, carry_NR, params, *, eps: float, use_eda: bool):
   g = jax.nn.gelu(L.linear(n, params["fc1_kernel"], params["fc1_bias"], dt=dt), approximate=False)
   g = jax.nn.gelu(L.linear(g, params["fc2_kernel"], params["fc2_bias"], dt=dt), approximate=False)
   logits = L.linear(g, params["out_proj_kernel"], dt=dt)
-  probs = jax.nn.softmax(logits.astype(F32), axis=-1).astype(dt)
-  biased = jax.lax.stop_gradient(probs).astype(F32) + jax.lax.stop_gradient(params["balancing_biases"].astype(F32))
+  choice, weight = select_top1(logits, params["balancing_biases"])
+  return choice, weight, logits, h
+
+
+def select_top1(logits_NC, balancing_biases_C):
+  """softmax, then argmax of fp32(probs) + biases (lowest index on ties; no gradient through the choice)
+  -> (choice [N] int32, weight [N] = the chosen unbiased probability, in the logits' dtype)."""
+  probs = jax.nn.softmax(logits_NC.astype(F32), axis=-1).astype(logits_NC.dtype)
+  biased = jax.lax.stop_gradient(probs).astype(F32) + jax.lax.stop_gradient(balancing_biases_C.astype(F32))
   choice = jnp.argmax(biased, axis=-1)
   weight = jnp.take_along_axis(probs, choice[..., None], axis=-1)[..., 0]
-  return choice.astype(jnp.int32), weight, logits, h
+  return choice.astype(jnp.int32), weight
+
+
+def linear_route(x_ND, params):
+  """Ablation baseline: a single linear layer over experts + skip (no EDA, norm or MLP), same selection.
+  params: linear_kernel [D,C], balancing_biases [C] -> (choice [N], weight [N], logits [N,C])."""
+  logits = L.linear(x_ND, params["linear_kernel"], dt=x_ND.dtype)
+  return (*select_top1(logits, params["balancing_biases"]), logits)
