@@ -36,6 +36,13 @@ def get_config() -> ml_collections.ConfigDict:
       dtype="float32",  # activation dtype (CPU)
       param_dtype="float32",  # parameter dtype
   ))
+  # Device mesh (zaya_jax/sharding.py): one of the sizes may be -1.
+  config.mesh = ml_collections.ConfigDict(dict(
+      data=-1,  # data-parallel devices (-1 = all devices not used by the other axes)
+      fsdp=1,  # data parallel with parameters sharded over it
+      expert=1,  # expert parallelism: experts split over these devices (must divide num_experts)
+      tensor=1,  # within-layer model parallelism
+  ))
   config.optim = ml_collections.ConfigDict(dict(
       name="muon",  # "muon" (Muon on hidden matrices + AdamW elsewhere) or "adamw" (AdamW everywhere)
       lr=3e-3,  # peak learning rate, shared by both groups (Muon updates are RMS-matched to AdamW)

@@ -37,6 +37,13 @@ def get_config() -> ml_collections.ConfigDict:
   # Training groups. The report publishes the optimiser family (Muon with AdamW-RMS matching) and the batch
   # (4096 x 4096 tokens) but no learning rate, schedule, weight decay or momentum: those below are common
   # Moonlight-style values, not Zyphra's.
+  # Device mesh (zaya_jax/sharding.py): one of the sizes may be -1.
+  config.mesh = ml_collections.ConfigDict(dict(
+      data=1,  # pure data-parallel replicas
+      fsdp=-1,  # parameters sharded over the remaining devices (-1 = all not used by the other axes)
+      expert=8,  # expert parallelism: 2 of the 16 experts per device
+      tensor=1,  # within-layer model parallelism
+  ))
   config.optim = ml_collections.ConfigDict(dict(
       name="muon",  # "muon" (Muon on hidden matrices + AdamW elsewhere) or "adamw" (AdamW everywhere)
       lr=3e-4,  # peak learning rate, shared by both groups (Muon updates are RMS-matched to AdamW) [unpublished]

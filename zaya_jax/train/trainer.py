@@ -1,6 +1,8 @@
 """The pretraining loop: `train(config, workdir, make_iterator)`, callable from a notebook or experiments/pretrain.py.
 
-config is an ml_collections ConfigDict with the groups `model` (ZayaConfig fields), `optim`
+config is an ml_collections ConfigDict with the groups `model` (ZayaConfig fields), `mesh` (optional: axis
+sizes of zaya_jax/sharding.py's device mesh; params are sharded by the logical-axis rules, batches over the
+data-parallel axes, and the MoE runs expert-parallel when `expert` > 1), `optim`
 (zaya_jax/train/optimizer.py), `train` (steps, batch_size, seq_len, seed, log_every, eval_every, eval_batches,
 checkpoint_every, keep_checkpoints) and `balancing` (zaya_jax/train/balancing.py); configs/tiny.py documents
 every field.
@@ -13,6 +15,7 @@ SIGTERM (preemption) finishes the current step, saves a checkpoint and returns.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -25,7 +28,9 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec
 
+from zaya_jax import sharding
 from zaya_jax.config import ZayaConfig
 from zaya_jax.train import reporting
 from zaya_jax.train.checkpointing import Checkpointer
@@ -76,12 +81,42 @@ def _batch(batch) -> dict[str, np.ndarray]:
   return {k: np.asarray(batch[k]) for k in BATCH_KEYS}
 
 
-def evaluate(eval_step, params, eval_batches: Iterator[dict], num_batches: int) -> dict:
+def _mesh(config: ml_collections.ConfigDict):
+  """The device mesh of config.mesh (None for a single device or without a mesh group)."""
+  if "mesh" not in config:
+    return None
+  mesh = sharding.make_mesh(config.mesh.to_dict())
+  return mesh if mesh.size > 1 else None
+
+
+def _mesh_context(mesh):
+  """Sets the mesh for the step (the MoE runs expert-parallel when its expert axis is > 1)."""
+  return jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()
+
+
+def _place_state(state: TrainState, model_config: ZayaConfig, mesh) -> TrainState:
+  """One device: everything on it. A mesh: params by the logical-axis rules, the rest replicated (the jitted
+  step then lays out the optimiser state as the compiler sees fit)."""
+  if mesh is None:
+    return jax.device_put(state, jax.devices()[0])
+  replicated = NamedSharding(mesh, PartitionSpec())
+  placed = jax.device_put(state._replace(params=None), replicated)
+  return placed._replace(params=sharding.shard_params(state.params, model_config, mesh))
+
+
+def _place_batch(batch: dict[str, np.ndarray], mesh):
+  if mesh is None:
+    return batch
+  spec = sharding.batch_sharding(mesh)
+  return {k: jax.device_put(v, spec) for k, v in batch.items()}
+
+
+def evaluate(eval_step, params, eval_batches: Iterator[dict], num_batches: int, mesh=None) -> dict:
   """Mean next-token loss over the first `num_batches` batches of the eval split (the same ones every time)."""
   iterator = eval_batches
   totals = None
   for _ in range(num_batches):
-    out = jax.device_get(eval_step(params, _batch(next(iterator))))
+    out = jax.device_get(eval_step(params, _place_batch(_batch(next(iterator)), mesh)))
     totals = out if totals is None else jax.tree.map(np.add, totals, out)
   return {"eval_loss": float(totals["nll_sum"] / max(totals["targets"], 1.0)),
           **{f"eval_{k}": v for k, v in reporting.router_summary(totals["counts"]).items() if k != "load"}}
@@ -109,11 +144,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, feed: DataFeed | None
   # The saved iterator belongs to the phase of the checkpoint's last step.
   restored = checkpointer.restore_latest(abstract, lambda done: feed.iterator("train", feed.phase_of(max(done - 1, 0))))
   if restored is None:
-    # Committed to the device like a restored state, so a fresh and a resumed run share one compiled step.
-    state = jax.device_put(init_train_state(model_config, optimizer, tc.seed), jax.devices()[0])
+    state = init_train_state(model_config, optimizer, tc.seed)
     train_iterator = feed.iterator("train", feed.phase_of(0))
   else:
     state, train_iterator = restored
+  mesh = _mesh(config)
+  # Placed the same way whether fresh or restored, so both share one compiled step.
+  state = _place_state(state, model_config, mesh)
   start = int(state.step)
   phase = feed.phase_of(max(start - 1, 0))
   end = tc.steps if stop_at is None else min(stop_at, tc.steps)
@@ -128,7 +165,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, feed: DataFeed | None
         train_iterator = feed.iterator("train", phase)
         print(f"step {step}: data phase {phase}", flush=True)
       batch = _batch(next(train_iterator))
-      state, metrics = train_step(state, batch)
+      with _mesh_context(mesh):
+        state, metrics = train_step(state, _place_batch(batch, mesh))
       window.append(metrics)
       window_tokens += int(np.count_nonzero(batch["segment_ids"]))
       if step % tc.log_every == 0 or step == end or stop.requested:
@@ -142,7 +180,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, feed: DataFeed | None
         print(reporting.progress_line(record, tc.steps, elapsed / len(window) * (tc.steps - step)), flush=True)
         window, window_tokens, window_start = [], 0, time.perf_counter()
       if tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
-        writer.write({"step": step, **evaluate(eval_step, state.params, feed.iterator("eval", 0), tc.eval_batches)})
+        with _mesh_context(mesh):
+          writer.write({"step": step, **evaluate(eval_step, state.params, feed.iterator("eval", 0),
+                                                  tc.eval_batches, mesh)})
       if step % tc.checkpoint_every == 0 or step == end or stop.requested:
         checkpointer.save(state, train_iterator)
       if stop.requested:
