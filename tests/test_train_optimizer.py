@@ -11,6 +11,7 @@ import pytest
 import configs.tiny
 from zaya_jax.api import init_params
 from zaya_jax.config import ZayaConfig
+from zaya_jax.data.pipeline import BATCH_KEYS
 from zaya_jax.train import balancing as bal
 from zaya_jax.train import optimizer as opt
 from zaya_jax.train import steps
@@ -120,7 +121,7 @@ def test_bf16_compute_keeps_fp32_master_weights():
   balancing = ml_collections.ConfigDict(dict(rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
                                              skip_mode="experts"))
   state = jax.eval_shape(lambda: steps.init_train_state(model, tx, 0))
-  batch = {k: jax.ShapeDtypeStruct((2, 8), jnp.int32) for k in steps.BATCH_KEYS}
+  batch = {k: jax.ShapeDtypeStruct((2, 8), jnp.int32) for k in BATCH_KEYS}
   new_state, metrics = jax.eval_shape(steps.make_train_step(model, tx, balancing), state, batch)
   floats = [x.dtype for x in jax.tree.leaves((new_state.params, new_state.opt_state))
             if jnp.issubdtype(x.dtype, jnp.floating)]

@@ -56,16 +56,12 @@ def send_plan(choice_N, num_experts: int, ep: int, cap: int) -> SendPlan:
   return SendPlan(slot, gather_rows, local_expert, jnp.sum(routed & ~kept).astype(jnp.int32))
 
 
-def _take_rows(x, rows):
-  return jnp.take(jnp.concatenate([x, jnp.zeros((1,) + x.shape[1:], x.dtype)]), rows, axis=0)
-
-
 def _local_moe(x_ND, choice_N, weight_N, gate_up, down, *, num_experts, ep, cap, moe_impl, block_size,
                batch_axes):
   """Per-device body of the shard_map (axis `expert` of size ep is bound)."""
   D = x_ND.shape[1]
   plan = send_plan(choice_N, num_experts, ep, cap)
-  send = _take_rows(x_ND, plan.gather_rows).reshape(ep, cap, D)
+  send = moe.take_rows(x_ND, plan.gather_rows).reshape(ep, cap, D)
   ids = plan.local_expert.reshape(ep, cap)
   recv = jax.lax.all_to_all(send, EXPERT_AXIS, 0, 0, tiled=True)
   recv_ids = jax.lax.all_to_all(ids, EXPERT_AXIS, 0, 0, tiled=True)
@@ -74,7 +70,7 @@ def _local_moe(x_ND, choice_N, weight_N, gate_up, down, *, num_experts, ep, cap,
                      moe_impl=moe_impl, block_size=block_size)
   back = jax.lax.all_to_all(y.reshape(ep, cap, D), EXPERT_AXIS, 0, 0, tiled=True).reshape(ep * cap, D)
   weight = jnp.where(choice_N < num_experts, weight_N, jnp.zeros_like(weight_N))
-  out = _take_rows(back, plan.slot) * weight[:, None].astype(back.dtype)
+  out = moe.take_rows(back, plan.slot) * weight[:, None].astype(back.dtype)
   return out, jax.lax.psum(plan.dropped, batch_axes)
 
 

@@ -69,7 +69,7 @@ def dispatch_plan(choice_N, num_experts: int, block_size: int = 1) -> DispatchPl
   return DispatchPlan(counts, group_sizes.astype(jnp.int32), gather_rows, combine_rows)
 
 
-def _take_rows(x, rows):
+def take_rows(x, rows):
   """x[rows] with one extra zero row addressable as index len(x)."""
   padded = jnp.concatenate([x, jnp.zeros((1,) + x.shape[1:], x.dtype)], axis=0)
   return jnp.take(padded, rows, axis=0)
@@ -78,7 +78,7 @@ def _take_rows(x, rows):
 @jax.custom_vjp
 def permute(x_ND, gather_rows_R, combine_rows_N):
   """Tokens -> expert-sorted buffer [R, D] (padding rows zero)."""
-  return _take_rows(x_ND, gather_rows_R)
+  return take_rows(x_ND, gather_rows_R)
 
 
 def _permute_fwd(x, gather_rows, combine_rows):
@@ -87,7 +87,7 @@ def _permute_fwd(x, gather_rows, combine_rows):
 
 def _permute_bwd(res, dy_RD):
   gather_rows, combine_rows = res
-  return _take_rows(dy_RD, combine_rows), None, None
+  return take_rows(dy_RD, combine_rows), None, None
 
 
 permute.defvjp(_permute_fwd, _permute_bwd)
@@ -96,7 +96,7 @@ permute.defvjp(_permute_fwd, _permute_bwd)
 @jax.custom_vjp
 def unpermute(y_RD, weight_N, gather_rows_R, combine_rows_N):
   """Expert-sorted outputs -> token order, scaled by the combine weight (skip tokens get zeros) -> [N, D]."""
-  return _take_rows(y_RD, combine_rows_N) * weight_N[:, None].astype(y_RD.dtype)
+  return take_rows(y_RD, combine_rows_N) * weight_N[:, None].astype(y_RD.dtype)
 
 
 def _unpermute_fwd(y, weight, gather_rows, combine_rows):
@@ -105,8 +105,8 @@ def _unpermute_fwd(y, weight, gather_rows, combine_rows):
 
 def _unpermute_bwd(res, dout_ND):
   y, weight, gather_rows, combine_rows = res
-  dy = _take_rows(dout_ND * weight[:, None].astype(dout_ND.dtype), gather_rows)
-  per_token = _take_rows(y, combine_rows)
+  dy = take_rows(dout_ND * weight[:, None].astype(dout_ND.dtype), gather_rows)
+  per_token = take_rows(y, combine_rows)
   dweight = jnp.sum(dout_ND.astype(jnp.float32) * per_token.astype(jnp.float32), axis=-1).astype(weight.dtype)
   return dy, dweight, None, None
 

@@ -20,8 +20,6 @@ from zaya_jax.api import forward, init_params
 from zaya_jax.config import ZayaConfig
 from zaya_jax.train import balancing as bal
 
-BATCH_KEYS = ("tokens", "segment_ids", "positions", "loss_mask")
-
 
 class TrainState(NamedTuple):
   """Everything a bit-identical resume needs besides the data iterator (which orbax saves beside it).

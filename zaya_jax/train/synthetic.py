@@ -12,6 +12,8 @@ from __future__ import annotations
 import grain
 import numpy as np
 
+from zaya_jax.data.pipeline import loss_mask_from_segments
+
 _SPLITS = {"train": 0, "eval": 1}
 
 
@@ -30,9 +32,8 @@ def synthetic_row(seed: int, split: str, index: int, seq_len: int, vocab_size: i
     segment_ids[t:t + length] = doc
     positions[t:t + length] = np.arange(length)
     t, doc = t + length, doc + 1
-  next_same_doc = np.append(segment_ids[1:] == segment_ids[:-1], False) & (segment_ids > 0)
   return {"tokens": tokens, "segment_ids": segment_ids, "positions": positions,
-          "loss_mask": next_same_doc.astype(np.int32)}
+          "loss_mask": loss_mask_from_segments(segment_ids)}
 
 
 def synthetic_iterator(split: str, *, batch_size: int, seq_len: int, vocab_size: int, seed: int,

@@ -32,11 +32,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from zaya_jax import sharding
 from zaya_jax.config import ZayaConfig
+from zaya_jax.data.pipeline import BATCH_KEYS
 from zaya_jax.train import reporting
 from zaya_jax.train.checkpointing import Checkpointer
 from zaya_jax.train.feeds import DataFeed, feed_for
 from zaya_jax.train.optimizer import make_optimizer, make_schedule
-from zaya_jax.train.steps import BATCH_KEYS, TrainState, init_train_state, make_eval_step, make_train_step
+from zaya_jax.train.steps import TrainState, init_train_state, make_eval_step, make_train_step
 
 
 def model_config_from(config: ml_collections.ConfigDict) -> ZayaConfig:
