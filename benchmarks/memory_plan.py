@@ -7,7 +7,7 @@
 No devices are needed: every shape comes from `jax.eval_shape`, and per-device shard shapes are computed
 arithmetically from the PartitionSpecs that `nn.logical_to_mesh_axes` gives for the parameters' logical axes
 under `zaya_jax.sharding.LOGICAL_AXIS_RULES` and a mesh given only as axis sizes (data, fsdp, expert, tensor).
-As `zaya_jax.sharding._divisible` does, a mesh axis that does not divide a dimension is dropped from it (that
+As `zaya_jax.sharding.divisible` does, a mesh axis that does not divide a dimension is dropped from it (that
 dimension is then stored whole, i.e. replicated, on every device and counted fully).
 
 Columns (GiB = 2**30 bytes, per device):
@@ -76,7 +76,7 @@ from jax.sharding import PartitionSpec  # noqa: E402
 
 from zaya_jax import api  # noqa: E402
 from zaya_jax.config import ZayaConfig  # noqa: E402
-from zaya_jax.sharding import LOGICAL_AXIS_RULES, MESH_AXES, mesh_shape  # noqa: E402
+from zaya_jax.sharding import LOGICAL_AXIS_RULES, MESH_AXES, axis_names, divisible_spec, mesh_shape  # noqa: E402
 from zaya_jax.train import balancing as bal  # noqa: E402
 from zaya_jax.train import steps  # noqa: E402
 from zaya_jax.train.optimizer import make_optimizer  # noqa: E402
@@ -103,30 +103,16 @@ def axis_sizes_of(axis_sizes: Mapping[str, int], num_devices: int) -> dict[str, 
   return dict(zip(MESH_AXES, mesh_shape(axis_sizes, num_devices)))
 
 
-def _names(axes) -> tuple[str, ...]:
-  return (axes,) if isinstance(axes, str) else tuple(axes or ())
-
-
-def divisible_spec(spec: PartitionSpec, shape: Sequence[int], sizes: Mapping[str, int]) -> PartitionSpec:
-  """`spec` with the mesh axes dropped from every dimension they do not divide (as sharding._divisible)."""
-  entries = tuple(spec) + (None,) * (len(shape) - len(spec))
-  out = []
-  for dim, axes in zip(shape, entries):
-    n = math.prod(sizes[a] for a in _names(axes))
-    out.append(axes if n and dim % n == 0 else None)
-  return PartitionSpec(*out)
-
-
 def shard_shape(shape: Sequence[int], spec: PartitionSpec, sizes: Mapping[str, int]) -> tuple[int, ...]:
   """Per-device shape of an array of `shape` laid out by `spec` (after `divisible_spec`)."""
   spec = divisible_spec(spec, shape, sizes)
-  return tuple(dim // math.prod(sizes[a] for a in _names(axes)) for dim, axes in zip(shape, tuple(spec)))
+  return tuple(dim // math.prod(sizes[a] for a in axis_names(axes)) for dim, axes in zip(shape, tuple(spec)))
 
 
 def num_shards(shape: Sequence[int], spec: PartitionSpec, sizes: Mapping[str, int]) -> int:
   """Distinct pieces the array is cut into; every device holds one, devices / num_shards hold each piece."""
   spec = divisible_spec(spec, shape, sizes)
-  return math.prod(sizes[a] for axes in spec for a in _names(axes))
+  return math.prod(sizes[a] for axes in spec for a in axis_names(axes))
 
 
 def nbytes(shape, dtype) -> int:

@@ -1,4 +1,5 @@
-"""Markovian RSA sampling from a transformers-format checkpoint: prompts JSONL in, results JSONL out.
+"""Markovian RSA sampling from a checkpoint (transformers-format directory or zaya_jax training workdir):
+prompts JSONL in, results JSONL out.
 
   python experiments/rsa_sample.py --checkpoint=/tmp/toy --prompts=prompts.jsonl --output=out.jsonl \
       --population=16 --candidates=4 --rounds=2 --budget=16384 --tail=4096
@@ -12,26 +13,27 @@ A progress line per round reports its time, generated tokens and peak host RSS.
 """
 
 import json
-import os
 import resource
 import time
 
 import jax
 from absl import app, flags
 
-from zaya_jax import load_hf_checkpoint
 from zaya_jax.data import ByteTokenizer, check_answer, extract_boxed, load_tokenizer
 from zaya_jax.data.corpus import normalize_answer
+from zaya_jax.loading import load_model
 from zaya_jax.sampling import (ByteChatTemplate, Delethink, PromptBuilder, RSAConfig, Sampling,
                                default_stop_tokens, load_chat_template, majority_vote, markovian_rsa)
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "transformers-format checkpoint directory")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "transformers-format checkpoint directory, or a zaya_jax "
+                                  "training workdir (its newest checkpoint)")
 _PROMPTS = flags.DEFINE_string("prompts", None, "input JSONL, one problem per line")
 _OUTPUT = flags.DEFINE_string("output", None, "output JSONL, one result per problem")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "'byte', or a tokenizer.json path/directory "
-                                 "(default: the checkpoint's tokenizer.json, else 'byte')")
-_CHAT = flags.DEFINE_string("chat_template", "auto", "'auto' (the checkpoint's chat_template, else the built-in "
-                            "byte template), 'builtin', or a directory with a tokenizer_config.json")
+                                 "(default: the checkpoint's own)")
+_CHAT = flags.DEFINE_string("chat_template", "auto", "'auto' (the checkpoint's own, or the built-in byte "
+                            "template for the byte tokenizer), 'builtin', or a directory with a "
+                            "tokenizer_config.json")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "parameter and activation dtype")
 _N = flags.DEFINE_integer("population", 16, "N: rollouts per round")
 _C = flags.DEFINE_integer("candidates", 4, "C: candidate tails per aggregation prompt (1 = own-tail continuation)")
@@ -54,11 +56,11 @@ _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed; problem k uses fold_in(key(s
 flags.mark_flags_as_required(["checkpoint", "prompts", "output"])
 
 
-def _chat_template(tokenizer):
+def _chat_template(tokenizer, loaded):
   spec = _CHAT.value
   if spec == "builtin" or (spec == "auto" and isinstance(tokenizer, ByteTokenizer)):
     return ByteChatTemplate()
-  return load_chat_template(_CHECKPOINT.value if spec == "auto" else spec)
+  return loaded.chat_template if spec == "auto" else load_chat_template(spec)
 
 
 def _stop_tokens(config, tokenizer):
@@ -90,10 +92,10 @@ def _round_record(r, tokenizer, record):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config, params = load_hf_checkpoint(_CHECKPOINT.value, dtype=_DTYPE.value)
-  has_tokenizer = os.path.isfile(os.path.join(_CHECKPOINT.value, "tokenizer.json"))
-  tokenizer = load_tokenizer(_TOKENIZER.value or (_CHECKPOINT.value if has_tokenizer else "byte"))
-  chat = _chat_template(tokenizer)
+  loaded = load_model(_CHECKPOINT.value, dtype=_DTYPE.value)
+  config, params = loaded.config, loaded.params
+  tokenizer = load_tokenizer(_TOKENIZER.value) if _TOKENIZER.value else loaded.tokenizer
+  chat = _chat_template(tokenizer, loaded)
   stop = _stop_tokens(config, tokenizer)
   chunking = Delethink(_CHUNK.value, _CARRY.value, _KEEP_HEAD.value) if _CHUNK.value else None
   rsa = RSAConfig(population=_N.value, candidates=_C.value, rounds=_T.value, budget=_BUDGET.value,

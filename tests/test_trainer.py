@@ -155,7 +155,7 @@ def test_corrupt_latest_checkpoint_falls_back(config, reference, tmp_path, caplo
   assert sorted(losses) == list(range(1, 9)) and all(losses[s] == reference[1][s] for s in losses)
 
 
-def test_sigterm_saves_and_resume_matches(config, reference, sigterm_run):
+def test_sigterm_saves_and_resume_matches(config, reference, sigterm_run, tmp_path):
   """SIGTERM to experiments/pretrain.py (config overrides on its command line): it saves the current step and
   exits 0; a restart from that checkpoint (in this process) continues with the uninterrupted run's losses."""
   proc, workdir = sigterm_run
@@ -164,14 +164,22 @@ def test_sigterm_saves_and_resume_matches(config, reference, sigterm_run):
   logged = _losses(workdir)
   last = max(logged)
   assert sorted(logged) == list(range(1, last + 1))
-  assert last + 3 <= REFERENCE_STEPS, "the subprocess ran too far before the signal arrived"
+  assert last + 3 < config.train.steps, "the signal never arrived"
   # Only the SIGTERM checkpoint: the command line's checkpoint_every=1000 replaced the file's 3.
   assert os.listdir(os.path.join(workdir, "checkpoints")) == [str(last)]
-  assert all(logged[s] == reference[1][s] for s in logged)  # the same losses in another process
+  expected = reference[1]
+  if last + 3 > REFERENCE_STEPS:  # the signal arrived late (a busy machine): extend a copy of the reference run
+    extended = str(tmp_path / "reference")
+    shutil.copytree(reference[0], extended)
+    uninterrupted = config.copy_and_resolve_references()
+    uninterrupted.train.checkpoint_every = 1000
+    trainer.train(uninterrupted, extended, stop_at=last + 3)
+    expected = _losses(extended)
+  assert all(logged[s] == expected[s] for s in logged)  # the same losses in another process
   state = trainer.train(config, workdir, stop_at=last + 3)
   assert int(state.step) == last + 3
   losses = _losses(workdir)
-  assert all(losses[s] == reference[1][s] for s in range(last + 1, last + 4))
+  assert all(losses[s] == expected[s] for s in range(last + 1, last + 4))
 
 
 def test_missing_batch_keys_are_named(config, tmp_path):

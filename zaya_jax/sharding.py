@@ -86,14 +86,24 @@ def batch_sharding(mesh, rules=LOGICAL_AXIS_RULES, ndim: int = 2) -> NamedShardi
 def shard_params(params, config: ZayaConfig, mesh, rules=LOGICAL_AXIS_RULES):
   """Places params on the mesh by the rules (a dimension that does not divide the axis stays replicated)."""
   shardings = param_shardings(config, mesh, rules)
-  return jax.tree.map(lambda x, s: jax.device_put(x, _divisible(s, x.shape)), params, shardings)
+  return jax.tree.map(lambda x, s: jax.device_put(x, divisible(s, x.shape)), params, shardings)
 
 
-def _divisible(sharding: NamedSharding, shape) -> NamedSharding:
+def divisible(sharding: NamedSharding, shape) -> NamedSharding:
   """Drops mesh axes from dimensions they do not divide (e.g. 2 kv heads over tensor=4)."""
-  spec = []
-  for dim, axes in zip(shape, tuple(sharding.spec) + (None,) * (len(shape) - len(sharding.spec))):
-    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
-    size = math.prod(sharding.mesh.shape[n] for n in names)
-    spec.append(axes if size and dim % size == 0 else None)
-  return NamedSharding(sharding.mesh, PartitionSpec(*spec))
+  return NamedSharding(sharding.mesh, divisible_spec(sharding.spec, shape, sharding.mesh.shape))
+
+
+def divisible_spec(spec: PartitionSpec, shape, sizes) -> PartitionSpec:
+  """`spec` with the mesh axes dropped from every dimension they do not divide; sizes: {mesh axis: size} (no
+  devices needed, so memory plans can use it for meshes larger than this machine's)."""
+  out = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    n = math.prod(sizes[a] for a in axis_names(axes))
+    out.append(axes if n and dim % n == 0 else None)
+  return PartitionSpec(*out)
+
+
+def axis_names(axes) -> tuple[str, ...]:
+  """The mesh axis names of one PartitionSpec entry (None, a name, or a tuple of names)."""
+  return (axes,) if isinstance(axes, str) else tuple(axes or ())

@@ -6,6 +6,11 @@ asynchronous: `save` returns once the arrays are copied off the device, and the 
 background. Orbax writes each step into a temporary folder and renames it when complete, so a process killed
 mid-save leaves no half-written step that `all_steps` would list; a step damaged later (a truncated file, a
 disk error) fails to restore, and `restore_latest` then moves it aside and tries the one before.
+
+Several processes: every process makes the same calls on a shared directory. Orbax writes each array shard
+once (by the process whose device holds it), process 0 writes the metadata and renames the step when all are
+done; `data` holds one file per process (`process_<i>-of-<n>.json`), so a checkpoint resumes only with the
+number of processes that wrote it. A step counts as readable only if it restores on every process.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import shutil
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 from zaya_jax.train.steps import TrainState
 
@@ -47,29 +54,47 @@ class Checkpointer:
     `<directory>.corrupt/<step>` with a warning, and the previous one is tried.
     """
     for step in sorted(self.manager.all_steps(), reverse=True):
+      self._check_process_count(step)
       data_iterator = iterator_for_step(step)
       try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
+        restored, error = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state._asdict()),
-            data=grain.checkpoint.CheckpointRestore(data_iterator)))
+            data=grain.checkpoint.CheckpointRestore(data_iterator))), None
       except Exception as e:  # noqa: BLE001 - any failure to read a step means: fall back to an older one
-        self._quarantine(step, e)
+        restored, error = None, e
+      if not _on_every_process(error is None):
+        self._quarantine(step, error or RuntimeError("another process could not read it"))
         continue
       state = restored["state"]
       state = TrainState(**{k: jax.tree.unflatten(jax.tree.structure(getattr(abstract_state, k)),
                                                   jax.tree.leaves(state[k]))
                             for k in TrainState._fields})
-      print(f"resumed from checkpoint step {step} in {self.directory}", flush=True)
+      if jax.process_index() == 0:
+        print(f"resumed from checkpoint step {step} in {self.directory}", flush=True)
       return state, data_iterator
     return None
+
+  def _check_process_count(self, step: int) -> None:
+    """Raises if `step` was written by a job with another number of processes (its data positions are per
+    process, and the processes' data shards differ)."""
+    data_dir = os.path.join(self.directory, str(step), "data")
+    written = sorted(f for f in os.listdir(data_dir) if f.startswith("process_")) if os.path.isdir(data_dir) else []
+    ours = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    if written and ours not in written:
+      raise ValueError(f"checkpoint {self.directory}/{step} was written by a job with another number of processes "
+                       f"({written[0]} in {data_dir}), this job has {jax.process_count()}: resume with as many "
+                       f"processes, or start a new workdir from its params (train's init_params)")
 
   def _quarantine(self, step: int, error: Exception) -> None:
     target = os.path.join(self.directory + ".corrupt", str(step))
     logging.warning("checkpoint step %d in %s is unreadable (%s: %s); moving it to %s and using the previous one",
                     step, self.directory, type(error).__name__, error, target)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.move(os.path.join(self.directory, str(step)), target)
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      shutil.rmtree(target, ignore_errors=True)
+      shutil.move(os.path.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"checkpoint step {step} moved aside")
     self.manager.reload()
 
   def wait(self) -> None:
@@ -78,3 +103,10 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _on_every_process(ok: bool) -> bool:
+  """Whether `ok` holds on every process of the job (so that all of them take the same branch)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))

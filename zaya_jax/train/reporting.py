@@ -4,6 +4,7 @@ metrics.jsonl holds one JSON object per logged step: {"step", "loss", "lr", "gra
 "load_max_min": [L], "load_entropy": [L], "skip_rate": [L], "load": [L][E+1]} for training records and
 {"step", "eval_loss", ...router stats} for evaluations. On resume, records past the restored step are dropped
 (they are recomputed identically), and TensorBoard's purge_step hides the same range in the event files.
+In a multi-process job process 0 writes them (the records hold global values) and the others a NullWriter.
 """
 
 from __future__ import annotations
@@ -57,6 +58,16 @@ class MetricsWriter:
   def close(self) -> None:
     self.file.close()
     self.tb.close()
+
+
+class NullWriter:
+  """MetricsWriter's stand-in on the processes of a multi-process job other than process 0: discards records."""
+
+  def write(self, record: dict) -> None:
+    del record
+
+  def close(self) -> None:
+    pass
 
 
 def _truncate_records(path: str, last_step: int) -> None:

@@ -3,13 +3,13 @@
 Each row packs documents of random length; a document is an arithmetic sequence of token ids (random start,
 stride from {1, 2, 3}, modulo the vocabulary), so after its first two tokens every next token is predictable
 and the loss of a working trainer falls well below log(V). Rows end in padding (segment id 0). Row i of a
-split depends only on (seed, split, i), and the iterator is a grain DatasetIterator, so `get_state()` /
-`set_state()` (and orbax's grain.checkpoint.CheckpointSave / CheckpointRestore) resume it exactly.
+split depends only on (seed, split, i); zaya_jax/train/feeds.py serves the rows as a grain iterator, so
+`get_state()` / `set_state()` (and orbax's grain.checkpoint.CheckpointSave / CheckpointRestore) resume it
+exactly.
 """
 
 from __future__ import annotations
 
-import grain
 import numpy as np
 
 from zaya_jax.data.pipeline import loss_mask_from_segments
@@ -34,12 +34,3 @@ def synthetic_row(seed: int, split: str, index: int, seq_len: int, vocab_size: i
     t, doc = t + length, doc + 1
   return {"tokens": tokens, "segment_ids": segment_ids, "positions": positions,
           "loss_mask": loss_mask_from_segments(segment_ids)}
-
-
-def synthetic_iterator(split: str, *, batch_size: int, seq_len: int, vocab_size: int, seed: int,
-                       num_rows: int = 1 << 30):
-  """An endless (for practical purposes) grain iterator of [batch_size, seq_len] batches of `split`."""
-  if split not in _SPLITS:
-    raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
-  ds = grain.MapDataset.range(num_rows).map(lambda i: synthetic_row(seed, split, i, seq_len, vocab_size))
-  return iter(ds.batch(batch_size, drop_remainder=True).to_iter_dataset())
