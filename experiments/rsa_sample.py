@@ -23,7 +23,7 @@ from zaya_jax.data import ByteTokenizer, check_answer, extract_boxed, load_token
 from zaya_jax.data.corpus import normalize_answer
 from zaya_jax.loading import load_model
 from zaya_jax.sampling import (ByteChatTemplate, Delethink, PromptBuilder, RSAConfig, Sampling,
-                               default_stop_tokens, load_chat_template, majority_vote, markovian_rsa)
+                               load_chat_template, majority_vote, markovian_rsa, reply_stop_tokens)
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "transformers-format checkpoint directory, or a zaya_jax "
                                   "training workdir (its newest checkpoint)")
@@ -66,8 +66,7 @@ def _chat_template(tokenizer, loaded):
 def _stop_tokens(config, tokenizer):
   if _STOP.value is not None:
     return tuple(int(t) for t in _STOP.value)
-  extra = (tokenizer.token_id("<|end_of_turn|>"),) if isinstance(tokenizer, ByteTokenizer) else ()
-  return default_stop_tokens(config) + extra
+  return reply_stop_tokens(config, tokenizer)
 
 
 def _answer(text):

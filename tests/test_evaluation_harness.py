@@ -15,9 +15,9 @@ from zaya_jax import ZayaConfig, init_params, save_hf_checkpoint
 from zaya_jax.data import ByteTokenizer
 from zaya_jax.evaluation import (Graded, PlainTemplate, batched_rsa, evaluate, get_benchmark, get_preset,
                                  load_problems, markdown_table, plot_accuracy_vs_tokens, problem_scores,
-                                 round_widths, run_summary, scoring, stop_tokens_for, summarize)
+                                 round_widths, run_summary, scoring, summarize)
 from zaya_jax.loading import load_model
-from zaya_jax.sampling import PromptBuilder, generation, markovian_rsa
+from zaya_jax.sampling import PromptBuilder, generation, markovian_rsa, reply_stop_tokens
 
 N, C, T, BUDGET, TAIL = 4, 2, 1, 8, 4
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,7 +61,7 @@ def test_one_problem_per_batch_is_markovian_rsa(model, problems):
   builder = PromptBuilder(model.tokenizer, model.chat_template, problems[1].question)
   rsa = PRESET.rsa_config()
   rsa = dataclasses.replace(rsa, sampling=dataclasses.replace(rsa.sampling, vocab_limit=ByteTokenizer.vocab_size))
-  key, stop = jax.random.fold_in(jax.random.key(7), 1), stop_tokens_for(model.config, model.tokenizer)
+  key, stop = jax.random.fold_in(jax.random.key(7), 1), reply_stop_tokens(model.config, model.tokenizer)
   expected = list(markovian_rsa(model.params, model.config, builder, rsa, key, stop_tokens=stop))
   got = [r for (r,) in batched_rsa(model.params, model.config, [builder], rsa, [key],
                                    widths=round_widths([builder], rsa), stop_tokens=stop)]

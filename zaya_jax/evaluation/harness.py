@@ -31,19 +31,13 @@ import jax
 import numpy as np
 
 from zaya_jax.config import ZayaConfig
-from zaya_jax.data.tokenizer import ByteTokenizer, Tokenizer
+from zaya_jax.data.tokenizer import Tokenizer
 from zaya_jax.evaluation import metrics, scoring
 from zaya_jax.evaluation.benchmarks import Problem
 from zaya_jax.evaluation.presets import Preset
 from zaya_jax.sampling import (AggregationTemplate, ChatTemplate, PromptBuilder, RoundResult, Rollouts, RSAConfig,
-                               default_stop_tokens, draw_candidates, rollout)
+                               draw_candidates, reply_stop_tokens, rollout)
 from zaya_jax.sampling.chat import Segment
-
-
-def stop_tokens_for(config: ZayaConfig, tokenizer: Tokenizer) -> tuple[int, ...]:
-  """The config's eos id(s), plus `<|end_of_turn|>` with the byte tokenizer (the end of a chat reply)."""
-  extra = (tokenizer.token_id("<|end_of_turn|>"),) if isinstance(tokenizer, ByteTokenizer) else ()
-  return default_stop_tokens(config) + extra
 
 
 class PlainTemplate:
@@ -145,7 +139,7 @@ def evaluate(model, kind: str, problems: Sequence[Problem], preset: Preset, *, s
   rsa = dataclasses.replace(preset, sampling=sampling).rsa_config(**(rsa_fields or {}))
   builders = [PromptBuilder(tokenizer, template or model.chat_template, p.question, aggregation) for p in problems]
   widths = round_widths(builders, rsa)
-  stop = stop_tokens_for(config, tokenizer)
+  stop = reply_stop_tokens(config, tokenizer)
   base = jax.random.key(seed)
   records = [{"id": p.id, "gold": p.answer, "tags": p.tags, "generated_tokens": 0, "rounds": []} for p in problems]
   for start in range(0, len(problems), problems_per_batch):

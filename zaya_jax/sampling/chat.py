@@ -16,7 +16,9 @@ import os
 from collections.abc import Sequence
 from typing import Protocol, Union
 
+from zaya_jax.config import ZayaConfig
 from zaya_jax.data.tokenizer import ByteTokenizer, Tokenizer
+from zaya_jax.sampling.generation import default_stop_tokens
 
 Segment = Union[str, Sequence[int]]
 
@@ -121,3 +123,9 @@ def load_chat_template(directory: str) -> JinjaChatTemplate:
     return value.get("content", "") if isinstance(value, dict) else value
 
   return JinjaChatTemplate(source, bos_token=special("bos_token"), eos_token=special("eos_token"))
+
+
+def reply_stop_tokens(config: ZayaConfig, tokenizer: Tokenizer) -> tuple[int, ...]:
+  """The ids that end a chat reply: the config's eos id(s), plus `<|end_of_turn|>` with the byte tokenizer."""
+  extra = (tokenizer.token_id("<|end_of_turn|>"),) if isinstance(tokenizer, ByteTokenizer) else ()
+  return default_stop_tokens(config) + extra
