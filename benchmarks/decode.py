@@ -7,8 +7,11 @@ Both sides run the same fp32 weights (written with save_hf_checkpoint, read with
 no stop token, in one process. Throughputs are taken from whole `generate` calls so that both sides are
 measured the same way: prefill tokens/s = B·P / t(1 new token); decode tokens/s = B·(G-1) / (t(G) - t(1)).
 Compile time is excluded (each program runs once before timing); the best of --repeats is reported.
+The machine's load average is printed first: transformers' threads slow down far more than XLA's when other
+processes compete for the cores, so ratios measured on a busy machine overstate the speed-up.
 RSA: N rollouts of β tokens in T+1 rounds (C candidates, tail τ) against one batch-1 trace of (T+1)·β tokens,
-the same number of sequential decode steps.
+the same number of sequential decode steps; the time of each round is printed too (an aggregation round
+prefills N prompts of question + template + C·τ tokens before it decodes).
 """
 
 import argparse
@@ -22,7 +25,7 @@ import torch
 import transformers
 
 from configs import bench_small
-from zaya_jax import ZayaConfig, init_params, save_hf_checkpoint
+from zaya_jax import ZayaConfig, init_params, moe, save_hf_checkpoint
 from zaya_jax.data import ByteTokenizer
 from zaya_jax.sampling import (GREEDY, AggregationTemplate, ByteChatTemplate, PromptBuilder, RSAConfig, Sampling,
                                generate, markovian_rsa)
@@ -72,13 +75,23 @@ def rsa_row(params, config, args):
                   sampling=Sampling(vocab_limit=ByteTokenizer.vocab_size))
   builder = PromptBuilder(ByteTokenizer(), ByteChatTemplate(), "Compute (8 - 3) + 4.", AggregationTemplate())
   stop = ()  # full-length rollouts: the comparison is about sequential steps, not about where a model stops
-  run_rsa = lambda: list(markovian_rsa(params, config, builder, rsa, jax.random.key(0), stop_tokens=stop))
+  round_times = []
+
+  def run_rsa():
+    round_times.clear()
+    start = time.perf_counter()
+    for _ in markovian_rsa(params, config, builder, rsa, jax.random.key(0), stop_tokens=stop):
+      round_times.append(time.perf_counter() - start)
+      start = time.perf_counter()
+
   length = (rsa.rounds + 1) * rsa.budget
   question = np.asarray([builder.initial()], np.int32)
   single = lambda: jax.block_until_ready(generate(params, config, question, max_new_tokens=length,
                                                   key=jax.random.key(0), sampling=rsa.sampling,
                                                   stop_tokens=stop).tokens)
-  return rsa, best_time(run_rsa, 1), best_time(single, 1)
+  t_rsa = best_time(run_rsa, 1)
+  width = len(builder.aggregation([[0] * rsa.tail] * rsa.candidates))
+  return rsa, t_rsa, list(round_times), width, best_time(single, 1)
 
 
 def main():
@@ -95,18 +108,23 @@ def main():
   with tempfile.TemporaryDirectory() as tmp:
     save_hf_checkpoint(tmp, config, params)
     model = transformers.ZayaForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
-  print(f"backend {jax.default_backend()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-        f"moe_impl {config.moe_impl}; prompt {args.prompt}, {args.new} new tokens, fp32, greedy")
+  E = config.num_experts
+  auto = f"{moe.resolve_impl(config.moe_impl, E, E)} up to {E} tokens a call, else " \
+         f"{moe.resolve_impl(config.moe_impl, E + 1, E)}"
+  print(f"backend {jax.default_backend()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, torch "
+        f"threads {torch.get_num_threads()}, moe_impl {config.moe_impl} ({auto}); prompt {args.prompt}, "
+        f"{args.new} new tokens, fp32, greedy")
   print("| batch | prefill tok/s zaya_jax | prefill tok/s transformers | decode tok/s zaya_jax | "
         "decode tok/s transformers | decode speed-up |")
   print("|---:|---:|---:|---:|---:|---:|")
   for row in throughput_rows(params, config, model, args):
     (p_ours, d_ours), (p_ref, d_ref) = row["zaya_jax"], row["transformers"]
     print(f"| {row['batch']} | {p_ours:,.0f} | {p_ref:,.0f} | {d_ours:,.0f} | {d_ref:,.0f} | {d_ours / d_ref:.1f}x |")
-  rsa, t_rsa, t_single = rsa_row(params, config, args)
+  rsa, t_rsa, rounds, width, t_single = rsa_row(params, config, args)
   print(f"\nMarkovian RSA N={rsa.population} C={rsa.candidates} T={rsa.rounds} beta={rsa.budget} tau={rsa.tail}: "
-        f"{t_rsa:.2f} s; one trace of {(rsa.rounds + 1) * rsa.budget} tokens: {t_single:.2f} s "
-        f"({t_rsa / t_single:.2f}x)")
+        f"{t_rsa:.2f} s (rounds: {', '.join(f'{t:.2f}' for t in rounds)} s; aggregation prompts {width} tokens); "
+        f"one trace of {(rsa.rounds + 1) * rsa.budget} tokens: {t_single:.2f} s ({t_rsa / t_single:.2f}x); "
+        f"load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

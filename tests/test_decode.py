@@ -1,11 +1,12 @@
 """Cached decoding (prefill + decode_step) equals the full forward pass and transformers' generate."""
 
+import jax
 import numpy as np
 import pytest
 import torch
 from conftest import TINY_CONFIGS
 
-from zaya_jax import api, decode_step, forward, init_decode_state, positions_from_mask, prefill
+from zaya_jax import api, decode_step, forward, init_decode_state, model, positions_from_mask, prefill
 
 
 def _close(ours, ref, rtol=1e-5):
@@ -27,6 +28,20 @@ def test_prefill_then_decode_equals_forward(reference_models, name):
     _close(logits, full[:, t])
   assert int(state["index"]) == S
   np.testing.assert_array_equal(np.asarray(state["next_position"]), [S, S])
+
+
+def test_long_prefill_in_causal_attention_blocks_equals_forward(reference_models):
+  """A left-padded prompt spanning two of the prefill's attention blocks, in a config with sliding windows."""
+  config, _, params = reference_models("sliding")
+  S = model.PREFILL_ATTENTION_BLOCK + 7
+  ids = np.random.RandomState(14).randint(1, config.vocab_size, (2, S))
+  mask = np.ones_like(ids)
+  mask[1, :5] = 0
+  full = np.asarray(forward(params, config, ids, mask, positions=positions_from_mask(mask)))
+  state = init_decode_state(config, batch_size=2, max_len=S)
+  logits, _ = prefill(params, config, ids, state, attention_mask=mask, all_logits=True)
+  _close(np.asarray(logits)[0], full[0])
+  _close(np.asarray(logits)[1, 5:], full[1, 5:])  # padding positions' outputs are unused
 
 
 def test_chunked_prefill_equals_forward(reference_models):
@@ -92,10 +107,10 @@ def test_greedy_generation_matches_transformers_generate(reference_models, name)
 def test_decode_state_shapes_and_capacity():
   config = TINY_CONFIGS["base"]
   state = init_decode_state(config, batch_size=3, max_len=5)
-  assert state["layer_0"]["k"].shape == (3, 5, 2, 16)
+  assert state["layer_0"]["k"].shape == (3, 2, 5, 16)  # [B, K, T, d]
   assert state["layers"]["conv"].shape == (2, 3, 2, config.conv_channels)
   assert state["layers"]["delayed"].shape == (2, 3, 16)
-  params = api.init_params(config, __import__("jax").random.key(0))
+  params = api.init_params(config, jax.random.key(0))
   with pytest.raises(api.InputError, match="decode state holds 5 tokens; 0 are used and 6 more do not fit"):
     prefill(params, config, np.ones((3, 6), np.int32), state)
 

@@ -124,6 +124,16 @@ def test_filters_exclude_exactly_the_right_tokens():
       assert set(draws[:, row]) == set(np.flatnonzero(kept(s)[row]))
 
 
+def test_argmax_and_draws_equal_jax_random_categorical():
+  x = jax.random.normal(jax.random.key(3), (4, 50)).at[:, 30].set(9.0).at[:, 7].set(9.0)  # ties: the first wins
+  np.testing.assert_array_equal(generation.argmax(x), [7, 7, 7, 7])
+  logits = jax.random.normal(jax.random.key(4), (3, 50))
+  for seed, s in enumerate((Sampling(), Sampling(top_k=10), Sampling(temperature=0.5, top_p=0.7))):
+    key = jax.random.key(seed)
+    np.testing.assert_array_equal(sample_logits(key, logits, s),
+                                  jax.random.categorical(key, filter_logits(logits, s), axis=-1))
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(max_new_tokens=0), "max_new_tokens must be a positive int"),
     (dict(sampling=Sampling()), "needs a PRNG key"),

@@ -54,9 +54,11 @@ def test_dispatch_plan_is_a_bijection_between_routed_tokens_and_rows(choice, blo
 
 
 def test_effective_block_size():
-  assert moe.effective_block_size(1, 128) == 1
-  assert moe.effective_block_size(5, 128) == 8
-  assert moe.effective_block_size(4096, 128) == 128
+  assert moe.effective_block_size(1, 128, 16) == 1
+  assert moe.effective_block_size(64, 128, 16) == 1  # a quarter of the mean group of 4 tokens, at least 1
+  assert moe.effective_block_size(65, 128, 16) == 2
+  assert moe.effective_block_size(1024, 128, 16) == 16
+  assert moe.effective_block_size(16384, 128, 16) == 128
 
 
 def _case(N, D=16, I=8, dtype=jnp.float32, seed=0, choice=None):
@@ -111,9 +113,12 @@ CHOICES = {
 }
 
 
-@pytest.mark.parametrize("impl", ["blocked", "ragged_dot"])
-@pytest.mark.parametrize("case, dtype", [("mixed", jnp.float32), ("mixed", jnp.bfloat16),
-                                         ("one_expert", jnp.float32), ("all_skip", jnp.float32)])
+@pytest.mark.parametrize("impl, case, dtype", [
+    *[(impl, case, dtype) for impl in ("blocked", "ragged_dot")
+      for case, dtype in (("mixed", jnp.float32), ("mixed", jnp.bfloat16), ("one_expert", jnp.float32),
+                          ("all_skip", jnp.float32))],
+    ("gather", "mixed", jnp.float32), ("gather", "all_skip", jnp.float32),
+])
 def test_expert_ffn_equals_reference(impl, case, dtype):
   N = 13 if CHOICES[case] is None else len(CHOICES[case])
   x, choice, weight, gate_up, down = _case(N, dtype=dtype, choice=CHOICES[case])
@@ -128,6 +133,7 @@ def test_expert_ffn_equals_reference(impl, case, dtype):
     assert float(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).max()) <= tol * scale
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores; `pytest -m slow` runs it
 def test_model_logits_and_gradients_agree_across_moe_impls(reference_models):
   config, _, params = reference_models("base")
   ids = np.random.RandomState(30).randint(0, config.vocab_size, (2, 9))
@@ -144,8 +150,11 @@ def test_model_logits_and_gradients_agree_across_moe_impls(reference_models):
       np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * max(float(np.abs(b).max()), 1e-3))
 
 
-def test_auto_resolves_to_blocked_on_cpu():
+def test_auto_resolves_to_gather_for_few_tokens_else_blocked_on_cpu():
   assert moe.resolve_impl("auto") == "blocked"
+  assert moe.resolve_impl("auto", num_tokens=16, num_experts=16) == "gather"  # a decode step of batch 16
+  assert moe.resolve_impl("auto", num_tokens=17, num_experts=16) == "blocked"
+  assert moe.resolve_impl("blocked", num_tokens=1, num_experts=16) == "blocked"  # named choices are kept
   with pytest.raises(ValueError, match="moe_impl must be one of"):
     moe.resolve_impl("dense")
   assert TINY_CONFIGS["base"].moe_impl == "auto"

@@ -43,6 +43,7 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores; `pytest -m slow` runs it
 def test_sharded_model_equals_unsharded_on_several_meshes():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   out = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=600)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _SCRIPT = textwrap.dedent("""
@@ -38,6 +40,7 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores; `pytest -m slow` runs it
 def test_training_on_a_mesh_matches_one_device():
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
   out = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=600,

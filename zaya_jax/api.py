@@ -131,7 +131,7 @@ def forward(params, config: ZayaConfig, input_ids, attention_mask=None, *, posit
 def init_decode_state(config: ZayaConfig, batch_size: int, max_len: int, dtype=None):
   """Empty decode state for `batch_size` sequences of up to `max_len` tokens (prompt + generated).
 
-  Per layer: keys/values [B,T,K,d] (keys after norm, temperature and RoPE), conv [B,P,C] (the last P raw
+  Per layer: keys/values [B,K,T,d] (keys after norm, temperature and RoPE), conv [B,P,C] (the last P raw
   pre-conv q/k vectors), delayed [B,K*d/2] (the last token's delayed value projection). Shared: kv_valid
   [B,T] (filled, non-padding slots), index (next slot), next_position [B].
   """
@@ -139,8 +139,8 @@ def init_decode_state(config: ZayaConfig, batch_size: int, max_len: int, dtype=N
   K, d = config.num_key_value_heads, config.head_dim
 
   def layer(*lead):
-    return {"k": jnp.zeros((*lead, batch_size, max_len, K, d), dt),
-            "v": jnp.zeros((*lead, batch_size, max_len, K, d), dt),
+    return {"k": jnp.zeros((*lead, batch_size, K, max_len, d), dt),
+            "v": jnp.zeros((*lead, batch_size, K, max_len, d), dt),
             "conv": jnp.zeros((*lead, batch_size, config.conv_context, config.conv_channels), dt),
             "delayed": jnp.zeros((*lead, batch_size, K * d // 2), dt)}
 
@@ -163,7 +163,8 @@ def _extend(params, config, input_ids, state, attention_mask, all_logits):
              q_slots=jnp.broadcast_to(idx + jnp.arange(S, dtype=jnp.int32), (B, S)),
              k_slots=jnp.arange(T, dtype=jnp.int32), write_index=idx)
   cache = {k: v for k, v in state.items() if k in ("layer_0", "layers")}
-  logits, new_cache, _ = Zaya(config).apply({"params": params}, input_ids, ctx, cache)
+  logits, new_cache, _ = Zaya(config).apply({"params": params}, input_ids, ctx, cache,
+                                            last_logits_only=not all_logits)
   new_state = dict(new_cache, kv_valid=key_valid, index=idx + S,
                    next_position=state["next_position"] + jnp.sum(mask.astype(jnp.int32), axis=1))
   return (logits if all_logits else logits[:, -1]), new_state

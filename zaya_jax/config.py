@@ -17,7 +17,7 @@ from typing import Any
 import jax.numpy as jnp
 
 LAYER_TYPES = ("hybrid", "hybrid_sliding")
-MOE_IMPLS = ("auto", "reference", "blocked", "ragged_dot", "pallas")
+MOE_IMPLS = ("auto", "reference", "gather", "blocked", "ragged_dot", "pallas")
 DTYPES = ("float32", "bfloat16", "float16")
 
 # transformers config.json keys that carry no architecture information for this implementation.
@@ -75,7 +75,7 @@ class ZayaConfig:
   attention_type: str = "cca"  # "cca" | "gqa" (plain grouped-query attention, no convs or q/k norm)
   residual_scaling: bool = True  # learned ResidualScaling merges; False = plain residual sums
   # Expert dispatch (not architecture: every choice computes the same function; see zaya_jax/moe.py).
-  moe_impl: str = "auto"  # auto | reference | blocked | ragged_dot | pallas
+  moe_impl: str = "auto"  # auto | reference | gather | blocked | ragged_dot | pallas
   moe_block_size: int = 128  # rows per dense matmul block of the `blocked` dispatch (groups pad to it)
   moe_capacity_factor: float | None = None  # expert parallel: slots per device pair / (N_loc / ep); None = dropless
 

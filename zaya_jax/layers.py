@@ -72,21 +72,39 @@ def attention_mask(q_slot_BS, k_slot_T, key_valid_BT, window, q_segment_BS=None,
   return allowed
 
 
-def attend(q_BSHd, k_BTKd, v_BTKd, mask_BST, scale):
+def attend(q_BSHd, k_BKTd, v_BKTd, mask_BST, scale):
   """Grouped-query softmax attention (fp32 scores and softmax, like transformers' eager path) -> [B,S,H*d].
 
-  Query head h reads kv head h // G. Rows with no visible key (padding queries) get a uniform softmax instead
-  of NaN; their outputs are never used.
+  Keys and values are kv-head major [B,K,T,d]. Query head h reads kv head h // G. Rows with no visible key
+  (padding queries) get a uniform softmax instead of NaN; their outputs are never used.
   """
   B, S, H, d = q_BSHd.shape
-  K = k_BTKd.shape[2]
+  K = k_BKTd.shape[1]
   dt = q_BSHd.dtype
   q = q_BSHd.reshape(B, S, K, H // K, d)
-  scores = jnp.einsum("bskgd,btkd->bkgst", q, k_BTKd, preferred_element_type=F32) * scale
+  scores = jnp.einsum("bskgd,bktd->bkgst", q, k_BKTd, preferred_element_type=F32) * scale
   scores = jnp.where(mask_BST[:, None, None], scores, jnp.finfo(F32).min)
   probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-  out = jnp.einsum("bkgst,btkd->bskgd", probs, v_BTKd, preferred_element_type=F32).astype(dt)
-  return out.reshape(B, S, H * d)
+  # Head-major output, transposed afterwards: with the transpose inside the einsum XLA:CPU swaps the operands
+  # into a transposed-operand matmul that is several times slower at decode shapes.
+  out = jnp.einsum("bkgst,bktd->bkgsd", probs, v_BKTd, preferred_element_type=F32).astype(dt)
+  return out.transpose(0, 3, 1, 2, 4).reshape(B, S, H * d)
+
+
+def causal_block_attend(q_BSHd, k_BKSd, v_BKSd, mask_BSS, scale, block: int):
+  """`attend` over a call's own keys in blocks of `block` query rows, each reading only the keys up to its last
+  row: about half the work of one [S, S] block, and each block's scores stay small. -> [B,S,H*d].
+
+  mask_BSS must be causal (key s' > query s never visible), so the skipped keys are all masked. Same function
+  as `attend` for every row with a visible key (rows without one, padding queries, stay unused garbage).
+  """
+  S = q_BSHd.shape[1]
+  outs = []
+  for start in range(0, S, block):
+    end = min(start + block, S)
+    outs.append(attend(q_BSHd[:, start:end], k_BKSd[:, :, :end], v_BKSd[:, :, :end], mask_BSS[:, start:end, :end],
+                       scale))
+  return jnp.concatenate(outs, axis=1)
 
 
 def shifted_history(x_BSC, history_BPC, segment_BS=None):

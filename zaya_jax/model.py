@@ -24,6 +24,8 @@ from zaya_jax import expert_parallel, moe, routing
 from zaya_jax.config import ZayaConfig
 
 F32 = jnp.float32
+# Query rows per block of a prefill's causal block attention (L.causal_block_attend).
+PREFILL_ATTENTION_BLOCK = 64
 
 
 def _param(module, name, init, shape, axes, dtype):
@@ -64,12 +66,27 @@ class ResidualScaling(nn.Module):
     return h.astype(F32) + r
 
 
+def _read_layer(stacked, layer):
+  """One layer of a decode-state entry stacked on a leading layer axis."""
+  return jax.lax.dynamic_index_in_dim(stacked, layer, keepdims=False)
+
+
+def _write_layer(stacked, update, layer, *start):
+  """stacked[layer, start:start + update.shape] = update. The stacked state travels through the layer scan as
+  its carry, so this is a small in-place write (scanning over it would copy every layer's cache in and out)."""
+  return jax.lax.dynamic_update_slice(stacked, update[None].astype(stacked.dtype), (layer, *start))
+
+
 class CCAttention(nn.Module):
-  """Compressed Convolutional Attention (ZAYA1.md §3.4) with optional cache continuation."""
+  """Compressed Convolutional Attention (ZAYA1.md §3.4) with optional cache continuation.
+
+  cache: None, or the decode-state entries k/v/conv/delayed stacked on a leading layer axis (see
+  `api.init_decode_state`), of which this block reads and writes layer `layer`.
+  """
   config: ZayaConfig
 
   @nn.compact
-  def __call__(self, x_BSD, ctx, layer_consts, cache):
+  def __call__(self, x_BSD, ctx, layer_consts, cache, layer):
     cfg = self.config
     dt, pdt = cfg.compute_dtype, jnp.dtype(cfg.param_dtype)
     B, S, D = x_BSD.shape
@@ -100,7 +117,7 @@ class CCAttention(nn.Module):
 
     # Conv path over [q_raw ; k_raw] with P inputs of history (zeros for a fresh sequence).
     qk_raw = jnp.concatenate([q_raw, k_raw], axis=-1)
-    history = cache["conv"] if cache is not None else jnp.zeros((B, P, C), dt)
+    history = _read_layer(cache["conv"], layer) if cache is not None else jnp.zeros((B, P, C), dt)
     shifts = L.shifted_history(qk_raw, history, ctx["segment_ids"])
     z = L.cca_conv(shifts, dw_k, dw_b, gr_k, gr_b, d)
     q = z[..., :H * d].reshape(B, S, H, d) + q_res
@@ -114,35 +131,55 @@ class CCAttention(nn.Module):
     # Values: KV-head-major [current-token projection ; previous token's delayed projection].
     v_cur = L.linear(x_BSD, wvc, dt=dt)
     v_del = L.linear(x_BSD, wvd, dt=dt)
-    prev = cache["delayed"][:, None].astype(dt) if cache is not None else jnp.zeros((B, 1, K * d // 2), dt)
+    prev = (_read_layer(cache["delayed"], layer)[:, None].astype(dt) if cache is not None
+            else jnp.zeros((B, 1, K * d // 2), dt))
     v_prev = L.shifted_history(v_del, prev, ctx["segment_ids"])[1]
     v = jnp.concatenate([v_cur, v_prev], axis=-1).reshape(B, S, K, d)
 
-    new_cache = None
     if cache is not None:
       conv_hist = jnp.concatenate([history.astype(dt), qk_raw], axis=1)[:, S:]  # the last P raw inputs
-      new_cache = {"conv": conv_hist.astype(cache["conv"].dtype),
-                   "delayed": v_del[:, -1].astype(cache["delayed"].dtype)}
-    out, new_cache = _cached_attention(q, k, v, ctx, layer_consts, cache, new_cache)
-    return L.linear(out, wo, dt=dt), new_cache
+      cache = dict(cache, conv=_write_layer(cache["conv"], conv_hist, layer, 0, 0, 0),
+                   delayed=_write_layer(cache["delayed"], v_del[:, -1], layer, 0, 0))
+    out, cache = _cached_attention(q, k, v, ctx, layer_consts, cache, layer)
+    return L.linear(out, wo, dt=dt), cache
 
 
-def _cached_attention(q_BSHd, k_BSKd, v_BSKd, ctx, layer_consts, cache, new_cache):
+def _cached_attention(q_BSHd, k_BSKd, v_BSKd, ctx, layer_consts, cache, layer):
   """Attention over this call's keys (no cache) or over the cache with them written at ctx["write_index"].
 
-  Returns (attention output [B,S,H*d], the new layer cache: `new_cache` plus the updated k/v, or None).
+  A multi-token call into an empty cache (a prefill) attends to its own keys in causal query blocks (see
+  `L.causal_block_attend`) instead of to the whole, mostly empty, buffer.
+  Returns (attention output [B,S,H*d], the stacked cache with this layer's k/v written, or None).
   """
   dt = q_BSHd.dtype
-  keys, values = k_BSKd, v_BSKd
-  if cache is not None:
-    idx = ctx["write_index"]
-    keys = jax.lax.dynamic_update_slice(cache["k"], k_BSKd.astype(cache["k"].dtype), (0, idx, 0, 0))
-    values = jax.lax.dynamic_update_slice(cache["v"], v_BSKd.astype(cache["v"].dtype), (0, idx, 0, 0))
-    new_cache = dict(new_cache, k=keys, v=values)
-    keys, values = keys.astype(dt), values.astype(dt)
-  mask = L.attention_mask(ctx["q_slots"], ctx["k_slots"], ctx["key_valid"], layer_consts["window"],
-                          ctx["segment_ids"], ctx["key_segment_ids"])
-  return L.attend(q_BSHd, keys, values, mask, q_BSHd.shape[-1] ** -0.5), new_cache
+  S = q_BSHd.shape[1]
+  # Keys and values are kv-head major [B,K,T,d], the layout both attention matmuls read without a transpose.
+  keys, values = k_BSKd.swapaxes(1, 2), v_BSKd.swapaxes(1, 2)
+  mask_of = lambda k_slots, key_valid, key_segment_ids: L.attention_mask(
+      ctx["q_slots"], k_slots, key_valid, layer_consts["window"], ctx["segment_ids"], key_segment_ids)
+  scale = q_BSHd.shape[-1] ** -0.5
+  if cache is None:
+    return L.attend(q_BSHd, keys, values, mask_of(ctx["k_slots"], ctx["key_valid"], ctx["key_segment_ids"]),
+                    scale), None
+  idx = ctx["write_index"]
+  cache = dict(cache, k=_write_layer(cache["k"], keys, layer, 0, 0, idx, 0),
+               v=_write_layer(cache["v"], values, layer, 0, 0, idx, 0))
+
+  def whole_buffer():
+    mask = mask_of(ctx["k_slots"], ctx["key_valid"], ctx["key_segment_ids"])
+    return L.attend(q_BSHd, _read_layer(cache["k"], layer).astype(dt), _read_layer(cache["v"], layer).astype(dt),
+                    mask, scale)
+
+  if S == 1:
+    return whole_buffer(), cache
+
+  def own_keys():  # the cache is empty before this call: its keys are slots 0..S-1
+    seg = ctx["key_segment_ids"]
+    mask = mask_of(ctx["k_slots"][:S], ctx["key_valid"][:, :S], None if seg is None else seg[:, :S])
+    rounded = lambda x: x.astype(cache["k"].dtype).astype(dt)  # as the cache would hand them back
+    return L.causal_block_attend(q_BSHd, rounded(keys), rounded(values), mask, scale, PREFILL_ATTENTION_BLOCK)
+
+  return jax.lax.cond(idx == 0, own_keys, whole_buffer), cache
 
 
 class GQAttention(nn.Module):
@@ -151,7 +188,7 @@ class GQAttention(nn.Module):
   config: ZayaConfig
 
   @nn.compact
-  def __call__(self, x_BSD, ctx, layer_consts, cache):
+  def __call__(self, x_BSD, ctx, layer_consts, cache, layer):
     cfg = self.config
     dt, pdt = cfg.compute_dtype, jnp.dtype(cfg.param_dtype)
     B, S, D = x_BSD.shape
@@ -164,9 +201,8 @@ class GQAttention(nn.Module):
     q = L.apply_rope(L.linear(x_BSD, wq, dt=dt).reshape(B, S, H, d), ctx["positions"], layer_consts["inv_freq"], dt)
     k = L.apply_rope(L.linear(x_BSD, wk, dt=dt).reshape(B, S, K, d), ctx["positions"], layer_consts["inv_freq"], dt)
     v = L.linear(x_BSD, wv, dt=dt).reshape(B, S, K, d)
-    kept = None if cache is None else {"conv": cache["conv"], "delayed": cache["delayed"]}
-    out, new_cache = _cached_attention(q, k, v, ctx, layer_consts, cache, kept)
-    return L.linear(out, wo, dt=dt), new_cache
+    out, cache = _cached_attention(q, k, v, ctx, layer_consts, cache, layer)
+    return L.linear(out, wo, dt=dt), cache
 
 
 class Param(nn.Module):
@@ -267,24 +303,28 @@ class MoE(nn.Module):
 
 class Block(nn.Module):
   """One decoder block: norm -> CCA -> residual scaling -> norm -> MoE -> residual scaling (the ablation
-  switches attention_type / residual_scaling / router_type replace the parts they name)."""
+  switches attention_type / residual_scaling / router_type replace the parts they name).
+
+  carry: (residual [B,S,D] fp32, router state [B,S,R], stacked decode cache or None, this block's index into
+  the cache's layer axis); the cache is carried (not scanned over) so that each step writes only its new
+  entries into it.
+  """
   config: ZayaConfig
   use_eda: bool = True
 
   @nn.compact
-  def __call__(self, carry, xs, ctx):
+  def __call__(self, carry, layer_consts, ctx):
     cfg = self.config
     dt, pdt = cfg.compute_dtype, jnp.dtype(cfg.param_dtype)
-    r, router_carry = carry
-    layer_consts, cache = xs
+    r, router_carry, cache, layer = carry
     attention = CCAttention if cfg.attention_type == "cca" else GQAttention
     x = RMSNorm(cfg.rms_norm_eps, pdt, name="input_layernorm")(r.astype(dt))
-    a, new_cache = attention(cfg, name="self_attn")(x, ctx, layer_consts, cache)
+    a, cache = attention(cfg, name="self_attn")(x, ctx, layer_consts, cache, layer)
     r = self._merge(a, r, "post_attention_residual_scale")
     x = RMSNorm(cfg.rms_norm_eps, pdt, name="post_attention_layernorm")(r.astype(dt))
     m, router_carry, aux = MoE(cfg, self.use_eda, name="mlp")(x, router_carry)
     r = self._merge(m, r, "post_mlp_residual_scale")
-    return (r, router_carry), (new_cache, aux)
+    return (r, router_carry, cache, layer + 1), aux
 
   def _merge(self, h, r, name):
     """The learned ResidualScaling merge, or the plain residual sum h + r (ablation)."""
@@ -307,11 +347,12 @@ class Zaya(nn.Module):
   """ZAYA1 causal LM. __call__(input_ids, ctx, cache, inputs_embeds) -> (logits [B,S,V], new cache, aux).
 
   inputs_embeds [B,S,D], when given, replaces the embedding lookup (the tied head still uses the table).
+  last_logits_only computes the LM head for the last position alone (logits [B,1,V]), as a prefill needs.
   """
   config: ZayaConfig
 
   @nn.compact
-  def __call__(self, input_ids_BS, ctx, cache=None, inputs_embeds_BSD=None):
+  def __call__(self, input_ids_BS, ctx, cache=None, inputs_embeds_BSD=None, last_logits_only=False):
     cfg = self.config
     dt, pdt = cfg.compute_dtype, jnp.dtype(cfg.param_dtype)
     D = cfg.hidden_size
@@ -327,21 +368,24 @@ class Zaya(nn.Module):
     consts = layer_constants(cfg)
     first = jax.tree.map(lambda a: a[0], consts)
     rest = jax.tree.map(lambda a: a[1:], consts)
-    cache0 = cache["layer_0"] if cache is not None else None
-    carry = (r, jnp.zeros(r.shape[:-1] + (cfg.router_hidden_size,), dt))
-    carry, (new_cache0, aux0) = Block(cfg, use_eda=False, name="layer_0")(carry, (first, cache0), ctx)
-    new_cache = {"layer_0": new_cache0}
+    # Block 0's cache gets a layer axis of one, so every block addresses its cache the same way.
+    cache0 = None if cache is None else jax.tree.map(lambda a: a[None], cache["layer_0"])
+    carry = (r, jnp.zeros(r.shape[:-1] + (cfg.router_hidden_size,), dt), cache0, 0)
+    (r, router_carry, cache0, _), aux0 = Block(cfg, use_eda=False, name="layer_0")(carry, first, ctx)
+    new_cache = None if cache is None else {"layer_0": jax.tree.map(lambda a: a[0], cache0)}
     auxes = [jax.tree.map(lambda a: a[None], aux0)]
     if cfg.num_hidden_layers > 1:
       ScannedBlocks = nn.scan(
           Block, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=(0, nn.broadcast),
           length=cfg.num_hidden_layers - 1, metadata_params={nn.PARTITION_NAME: "layers"})
-      cache_rest = cache["layers"] if cache is not None else None
-      carry, (new_rest, aux_rest) = ScannedBlocks(cfg, use_eda=True, name="layers")(carry, (rest, cache_rest), ctx)
-      new_cache["layers"] = new_rest
+      carry = (r, router_carry, None if cache is None else cache["layers"], jnp.int32(0))
+      (r, _, cache_rest, _), aux_rest = ScannedBlocks(cfg, use_eda=True, name="layers")(carry, rest, ctx)
+      if cache is not None:
+        new_cache["layers"] = cache_rest
       auxes.append(aux_rest)
-    r, _ = carry
+    if last_logits_only:
+      r = r[:, -1:]
     h = RMSNorm(cfg.rms_norm_eps, pdt, name="norm")(r.astype(dt))
     logits = jnp.einsum("bsd,vd->bsv", h, embedding.astype(dt), preferred_element_type=F32).astype(dt)
     aux = jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *auxes)
-    return logits, (new_cache if cache is not None else None), aux
+    return logits, new_cache, aux

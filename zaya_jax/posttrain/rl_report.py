@@ -86,7 +86,7 @@ def _smooth(values, width: int = 5):
 
 def plot(workdir: str) -> str:
   """Writes <workdir>/rl.png: accuracy per source, response length, trust-region and dynamic-sampling
-  fractions, held-out accuracy."""
+  fractions, and held-out accuracy when the stage evaluated during training."""
   import matplotlib  # imported here: only the end of a stage needs it
 
   matplotlib.use("Agg")
@@ -96,7 +96,7 @@ def plot(workdir: str) -> str:
   steps = [r for r in records if "reward_mean" in r]
   evals = [r for r in records if "heldout_accuracy" in r]
   x = [r["step"] for r in steps]
-  fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
+  fig, axes = plt.subplots(1, 4 if evals else 3, figsize=(20 if evals else 15, 4.5))
   for key in ["reward_mean"] + sorted({k for r in steps for k in r if k.startswith("accuracy/")}):
     axes[0].plot([r["step"] for r in steps if key in r], _smooth([r[key] for r in steps if key in r]), label=key)
   axes[0].set(xlabel="step", title="reward and accuracy (5-step mean)")
@@ -107,8 +107,9 @@ def plot(workdir: str) -> str:
     axes[2].plot(x, [r[key] for r in steps], label=key)
   axes[2].set(xlabel="step", title="fractions")
   axes[2].legend(fontsize="small")
-  axes[3].plot([r["step"] for r in evals], [r["heldout_accuracy"] for r in evals], "o-")
-  axes[3].set(xlabel="step", ylabel="accuracy", title="held-out accuracy (greedy)")
+  if evals:  # train.eval_every > 0
+    axes[3].plot([r["step"] for r in evals], [r["heldout_accuracy"] for r in evals], "o-")
+    axes[3].set(xlabel="step", ylabel="accuracy", title="held-out accuracy (greedy)")
   fig.tight_layout()
   path = os.path.join(workdir, PLOT_FILE)
   fig.savefig(path, dpi=100)
