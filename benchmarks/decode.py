@@ -1,14 +1,15 @@
 """Decode and prefill throughput of `zaya_jax.sampling.generate` against transformers' `generate`, and the
 wall time of Markovian RSA (N=16) against one trace of the same sequential length, on configs/bench_small.py.
 
-  python benchmarks/decode.py [--prompt 128] [--new 128] [--batches 1 8] [--repeats 3]
+  python benchmarks/decode.py [--prompt 128] [--new 128] [--batches 1 8] [--repeats 3] [--torch-threads N]
 
 Both sides run the same fp32 weights (written with save_hf_checkpoint, read with from_pretrained), greedy,
 no stop token, in one process. Throughputs are taken from whole `generate` calls so that both sides are
 measured the same way: prefill tokens/s = B·P / t(1 new token); decode tokens/s = B·(G-1) / (t(G) - t(1)).
 Compile time is excluded (each program runs once before timing); the best of --repeats is reported.
 The machine's load average is printed first: transformers' threads slow down far more than XLA's when other
-processes compete for the cores, so ratios measured on a busy machine overstate the speed-up.
+processes compete for the cores, so ratios measured on a busy machine overstate the speed-up (--torch-threads 1
+keeps torch from waiting on a descheduled thread of its own).
 RSA: N rollouts of β tokens in T+1 rounds (C candidates, tail τ) against one batch-1 trace of (T+1)·β tokens,
 the same number of sequential decode steps; the time of each round is printed too (an aggregation round
 prefills N prompts of question + template + C·τ tokens before it decodes).
@@ -102,7 +103,10 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--rsa-budget", type=int, default=128)
   parser.add_argument("--rsa-tail", type=int, default=32)
+  parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
   args = parser.parse_args()
+  if args.torch_threads:
+    torch.set_num_threads(args.torch_threads)
   config = ZayaConfig.from_dict(bench_small.get_config().model.to_dict())
   params = init_params(config, jax.random.key(0))
   with tempfile.TemporaryDirectory() as tmp:

@@ -3,8 +3,9 @@
 - Each process reads its own rows of every global batch (zaya_jax/train/feeds.py).
 - Two processes log the losses of one process with 8 devices and the same global batch, write one checkpoint
   together and resume from it (slow: three processes compile the train step at once).
-- A killed process makes the other exit with an error within a bounded time, and SIGTERM to one process stops
-  both at one step with a checkpoint (slow) (experiments/pretrain.py with its multi-process flags).
+- experiments/pretrain.py with its multi-process flags, experts spread over both processes: its first losses
+  equal one process's with 8 devices; a killed process makes the other exit with an error within a bounded
+  time; SIGTERM to one process stops both at one step with a checkpoint (slow).
 """
 
 import json
@@ -63,8 +64,9 @@ def _free_port() -> int:
 
 
 def _start(args, log_path, extra_env=None):
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", **(extra_env or {}))
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
+  env.update(extra_env or {})
   log = open(log_path, "w")
   return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -170,6 +172,7 @@ def _pretrain_job(root, name: str):
         config = configs.tiny.get_config()
         del config["data"]
         config.model = ml_collections.ConfigDict({MODEL!r})
+        config.mesh = ml_collections.ConfigDict(dict(expert=8))  # experts and batch rows over both processes
         config.optim.name = "adamw"
         config.train.update(steps=100000, batch_size=8, seq_len=16, log_every=1, checkpoint_every=1000)
         return config
@@ -190,28 +193,69 @@ def _wait_for(condition, procs, logs, timeout_s: float = 300):
     time.sleep(0.5)
 
 
-def test_a_killed_process_stops_the_other(tmp_path):
-  """Two jobs of experiments/pretrain.py: one loses its process 1, the other its process 0 (the coordinator).
-  Each survivor exits with the distributed runtime's error within the heartbeat timeout plus slack."""
-  jobs = [(victim, *_pretrain_job(tmp_path, f"job{victim}")) for victim in (1, 0)]
+# The reference for the pretrain jobs: the same config file in one process with 8 devices, LOSS_STEPS steps.
+_REFERENCE = textwrap.dedent("""
+    import os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("job_config", sys.argv[1])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from zaya_jax.train import trainer
+    trainer.train(module.get_config(), sys.argv[2], stop_at=int(sys.argv[3]))
+""")
+LOSS_STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def killed_jobs(tmp_path_factory):
+  """Two 2-process jobs of experiments/pretrain.py and the one-process reference, started at once. Once job 0
+  has logged LOSS_STEPS steps, job 0 loses its process 1 and job 1 its process 0 (the coordinator) ->
+  (reference workdir, job 0 workdir, [(victim, survivor's exit code, seconds to exit, survivor's output)])."""
+  root = tmp_path_factory.mktemp("killed")
+  jobs = [(victim, *_pretrain_job(root, f"job{victim}")) for victim in (1, 0)]
+  reference = root / "reference"
+  ref = _start(["-c", _REFERENCE, str(root / "config.py"), str(reference), str(LOSS_STEPS)], root / "reference.log")
+  outcomes = []
   try:
     for _, procs, logs, _ in jobs:  # both processes of both jobs have joined
       _wait_for(lambda: all(f"process {i} of 2" in _read(log) for i, log in enumerate(logs)), procs, logs)
+    _, procs, logs, workdir = jobs[0]
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    _wait_for(lambda: os.path.exists(metrics) and _read(metrics).count("\n") >= LOSS_STEPS, procs, logs, 600)
     killed_at = time.time()
     for victim, procs, _, _ in jobs:
       procs[victim].send_signal(signal.SIGKILL)
     for victim, procs, logs, _ in jobs:
-      survivor = 1 - victim
-      code = procs[survivor].wait(timeout=HEARTBEAT_S + 110)
-      elapsed = time.time() - killed_at
-      output = _read(logs[survivor])
-      assert code != 0, output[-3000:]
-      assert "JAX distributed service detected fatal errors" in output, output[-3000:]
-      print(f"process {victim} killed: process {survivor} exited with code {code} after {elapsed:.1f}s")
+      code = procs[1 - victim].wait(timeout=HEARTBEAT_S + 110)
+      outcomes.append((victim, code, time.time() - killed_at, _read(logs[1 - victim])))
+    assert ref.wait(timeout=600) == 0, _read(root / "reference.log")[-3000:]
   finally:
-    for _, procs, _, _ in jobs:
-      for proc in procs:
-        proc.kill()
+    for proc in [ref] + [p for _, procs, _, _ in jobs for p in procs]:
+      proc.kill()
+  return reference, jobs[0][3], outcomes
+
+
+def test_two_processes_train_like_one_process(killed_jobs):
+  """pretrain.py's first losses with the tiny model's 8 experts spread over 2 processes x 4 devices (gloo)
+  equal those of 1 process x 8 devices with the same global batch, within float rounding of the cross-process
+  sums (the slow test below compares a whole run, evaluation and resume included)."""
+  reference, job, _ = killed_jobs
+  expected, got = _records(reference), _records(job)[:LOSS_STEPS]
+  assert [r["step"] for r in got] == [r["step"] for r in expected] == list(range(1, LOSS_STEPS + 1))
+  for want, have in zip(expected, got):
+    for key in ("loss", "grad_norm"):
+      np.testing.assert_allclose(have[key], want[key], rtol=1e-6, err_msg=f"{key} at step {want['step']}")
+    np.testing.assert_array_equal(have["load"], want["load"])  # the same tokens went to the same experts
+
+
+def test_a_killed_process_stops_the_other(killed_jobs):
+  """One job loses its process 1, the other its process 0 (the coordinator). Each survivor exits with the
+  distributed runtime's error within the heartbeat timeout plus slack."""
+  for victim, code, elapsed, output in killed_jobs[2]:
+    assert code != 0, output[-3000:]
+    assert "JAX distributed service detected fatal errors" in output, output[-3000:]
+    print(f"process {victim} killed: process {1 - victim} exited with code {code} after {elapsed:.1f}s")
 
 
 @pytest.mark.slow

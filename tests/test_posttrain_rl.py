@@ -164,6 +164,23 @@ def test_aggregation_prompts_hold_tails_of_distinct_rollouts_of_one_prompt():
     rl._aggregation_sources(plain, 3, candidates=2, tail=3, rng=np.random.default_rng(0))
 
 
+@pytest.mark.parametrize("mask_truncated", [False, True])
+def test_training_weights_drop_groups_without_variance_and_optionally_truncated_rollouts(mask_truncated):
+  s, _ = _fake_groups()
+  s.rewards = np.asarray([[1, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 0]], np.float32)
+  s.correct = s.rewards > 0
+  s.rollouts.stopped[:] = True
+  s.rollouts.stopped[[1, 9]] = False  # cut at the budget: group 0 rollout 1, group 2 rollout 1
+  config = _config()
+  config.rl.mask_truncated = mask_truncated
+  batch = rl._training_batch(s, config.rl, rl.objectives.LengthReward(), {})
+  expected = np.repeat([1.0, 0.0, 1.0], 4)
+  if mask_truncated:
+    expected[[1, 9]] = 0.0
+  np.testing.assert_array_equal(batch["weights"], expected)
+  np.testing.assert_allclose(batch["advantages"], [3, -1, -1, -1, 0, 0, 0, 0, -1, 3, -1, -1])  # MaxRL, r̄ = 1/4
+
+
 def test_allocate_splits_prompts_by_largest_remainder():
   assert rl_tasks.allocate(8, {"math": 1.0, "code": 1.0, "envs": 0.0}) == {"math": 4, "code": 4}
   assert rl_tasks.allocate(7, {"math": 0.5, "code": 0.25, "behavior": 0.25}) == {"math": 3, "code": 2, "behavior": 2}

@@ -1,5 +1,6 @@
 """The model on a device mesh (8 simulated CPU devices) equals the single-device model: logits and grads."""
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 from zaya_jax import sharding
 
 _SCRIPT = textwrap.dedent("""
-    import os
+    import json, os, sys
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     import jax, jax.numpy as jnp, numpy as np
     from zaya_jax import ZayaConfig, forward, init_params, sharding
@@ -25,8 +26,7 @@ _SCRIPT = textwrap.dedent("""
     loss = lambda p, ids: jnp.mean(jax.nn.log_softmax(forward(p, config, ids)) ** 2)
     ref_logits = forward(params, config, ids)
     ref_grads = jax.grad(loss)(params, ids)
-    for axes in ({"data": 8}, {"data": 2, "expert": 4}, {"expert": 8}, {"fsdp": 2, "expert": 2, "data": 2},
-                 {"tensor": 2, "data": -1}):
+    for axes in json.loads(sys.argv[1]):
       mesh = sharding.make_mesh(axes)
       p = sharding.shard_params(params, config, mesh)
       x = jax.device_put(ids, sharding.batch_sharding(mesh))
@@ -43,12 +43,22 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
+def _check_meshes(meshes):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps(meshes)], env=env, capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode == 0, out.stdout + out.stderr[-4000:]
+  assert out.stdout.count("ok ") == len(meshes), out.stdout
+
+
+def test_sharded_model_equals_unsharded_on_a_3d_mesh():
+  """Data, FSDP and expert parallelism at once (the default run; the slow test below covers the other meshes)."""
+  _check_meshes([{"fsdp": 2, "expert": 2, "data": 2}])
+
+
 @pytest.mark.slow  # the default run stays under 10 minutes on 2 cores; `pytest -m slow` runs it
 def test_sharded_model_equals_unsharded_on_several_meshes():
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=600)
-  assert out.returncode == 0, out.stdout + out.stderr[-4000:]
-  assert out.stdout.count("ok ") == 5, out.stdout
+  _check_meshes([{"data": 8}, {"data": 2, "expert": 4}, {"expert": 8}, {"tensor": 2, "data": -1}])
 
 
 def test_mesh_shape_fills_and_validates():

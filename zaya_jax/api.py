@@ -44,6 +44,22 @@ def _check_2d(name, x, shape=None):
                      f"got {getattr(x, 'shape', None)}")
 
 
+def check_expert_choices(expert_choices, shape, num_layers: int, num_experts: int):
+  """Raises InputError unless expert_choices is an integer [B,S,L] = shape + (num_layers,) array with values in
+  [-1, num_experts] (num_experts = the skip route, -1 = the router's own choice; values checked when concrete)."""
+  want = tuple(shape) + (num_layers,)
+  traced = isinstance(expert_choices, jax.core.Tracer)
+  choices = expert_choices if traced else np.asarray(expert_choices)
+  if tuple(choices.shape) != want:
+    raise InputError(f"expert_choices must have shape [batch, seq, layers] = {want}, got {tuple(choices.shape)}")
+  if not jnp.issubdtype(choices.dtype, jnp.integer):
+    raise InputError(f"expert_choices must be integers, got dtype {choices.dtype}")
+  if not traced and choices.size and (choices.min() < -1 or choices.max() > num_experts):
+    bad = choices[(choices < -1) | (choices > num_experts)]
+    raise InputError(f"expert choice {int(bad[0])} is outside [-1, {num_experts}] (-1 = the router's own, "
+                     f"{num_experts} = skip)")
+
+
 def segment_positions(segment_ids_BS):
   """Position of each token within its document (runs of equal segment id) -> [B,S] int32."""
   S = segment_ids_BS.shape[1]
@@ -98,19 +114,19 @@ def logical_axes(config: ZayaConfig):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "return_aux"))
-def _forward(params, config, input_ids, attention_mask, positions, segment_ids, return_aux):
+def _forward(params, config, input_ids, attention_mask, positions, segment_ids, return_aux, expert_choices=None):
   B, S = input_ids.shape
   if positions is None:
     positions = segment_positions(segment_ids) if segment_ids is not None else jnp.broadcast_to(
         jnp.arange(S, dtype=jnp.int32), (B, S))
   key_valid = attention_mask.astype(bool) if attention_mask is not None else None
   ctx = _ctx(B, S, positions, conv_mask=attention_mask, segment_ids=segment_ids, key_valid=key_valid)
-  logits, _, aux = Zaya(config).apply({"params": params}, input_ids, ctx)
+  logits, _, aux = Zaya(config).apply({"params": params}, input_ids, ctx, expert_choices_BSL=expert_choices)
   return (logits, aux) if return_aux else logits
 
 
 def forward(params, config: ZayaConfig, input_ids, attention_mask=None, *, positions=None, segment_ids=None,
-            return_aux: bool = False):
+            expert_choices=None, return_aux: bool = False):
   """Full-sequence forward pass -> logits [B,S,V] (in config.dtype).
 
   attention_mask [B,S] (1 = token, 0 = padding) is treated as transformers does: padding keys are hidden and
@@ -118,12 +134,20 @@ def forward(params, config: ZayaConfig, input_ids, attention_mask=None, *, posit
   generation-style positions). segment_ids [B,S] pack several documents per row: attention, the q/k
   convolution and the delayed value do not cross documents, positions restart per document.
   With return_aux, also returns {"expert_index": [L,B,S] (num_experts = skip), "router_logits": [L,B,S,E+1]}.
+  expert_choices [B,S,L] int (router replay): forces every (token, layer)'s route, e.g. the sampler's
+  (`generate(..., record_routing=True)`) or `jnp.moveaxis(aux["expert_index"], 0, -1)`; -1 keeps the router's
+  choice. The combine weight is the current router's probability of the forced route (the router still gets
+  gradients); the balancing biases play no part.
   """
   check_token_ids(input_ids, config.vocab_size)
   _check_2d("input_ids", input_ids)
   for name, x in (("attention_mask", attention_mask), ("positions", positions), ("segment_ids", segment_ids)):
     _check_2d(name, x, input_ids.shape)
-  return _forward(params, config, jnp.asarray(input_ids), attention_mask, positions, segment_ids, return_aux)
+  if expert_choices is not None:
+    check_expert_choices(expert_choices, input_ids.shape, config.num_hidden_layers, config.num_experts)
+    expert_choices = jnp.asarray(expert_choices, jnp.int32)
+  return _forward(params, config, jnp.asarray(input_ids), attention_mask, positions, segment_ids, return_aux,
+                  expert_choices)
 
 
 # Decode state ------------------------------------------------------------------------------------------------
@@ -151,8 +175,8 @@ def init_decode_state(config: ZayaConfig, batch_size: int, max_len: int, dtype=N
   return state
 
 
-@functools.partial(jax.jit, static_argnames=("config", "all_logits"))
-def _extend(params, config, input_ids, state, attention_mask, all_logits):
+@functools.partial(jax.jit, static_argnames=("config", "all_logits", "return_choices"))
+def _extend(params, config, input_ids, state, attention_mask, all_logits, return_choices=False):
   B, S = input_ids.shape
   T = state["kv_valid"].shape[1]
   idx = state["index"]
@@ -163,11 +187,13 @@ def _extend(params, config, input_ids, state, attention_mask, all_logits):
              q_slots=jnp.broadcast_to(idx + jnp.arange(S, dtype=jnp.int32), (B, S)),
              k_slots=jnp.arange(T, dtype=jnp.int32), write_index=idx)
   cache = {k: v for k, v in state.items() if k in ("layer_0", "layers")}
-  logits, new_cache, _ = Zaya(config).apply({"params": params}, input_ids, ctx, cache,
-                                            last_logits_only=not all_logits)
+  logits, new_cache, aux = Zaya(config).apply({"params": params}, input_ids, ctx, cache,
+                                              last_logits_only=not all_logits)
   new_state = dict(new_cache, kv_valid=key_valid, index=idx + S,
                    next_position=state["next_position"] + jnp.sum(mask.astype(jnp.int32), axis=1))
-  return (logits if all_logits else logits[:, -1]), new_state
+  out = (logits if all_logits else logits[:, -1]), new_state
+  # The routes are computed either way; left out of the outputs, XLA drops them.
+  return (*out, jnp.moveaxis(aux["expert_index"], 0, -1)) if return_choices else out
 
 
 def _check_capacity(state, S):
@@ -177,26 +203,30 @@ def _check_capacity(state, S):
     raise InputError(f"decode state holds {T} tokens; {int(index)} are used and {S} more do not fit")
 
 
-def prefill(params, config: ZayaConfig, input_ids, state, attention_mask=None, *, all_logits: bool = False):
+def prefill(params, config: ZayaConfig, input_ids, state, attention_mask=None, *, all_logits: bool = False,
+            return_expert_choices: bool = False):
   """Runs a prompt (or a further chunk) through the model, filling the decode state.
 
   input_ids [B,S]; attention_mask [B,S] for left-padded prompts (positions then count real tokens, as in
-  generation). Returns (logits [B,V] of the last position, or [B,S,V] with all_logits, new state).
+  generation). Returns (logits [B,V] of the last position, or [B,S,V] with all_logits, new state), and with
+  return_expert_choices the route of every token and layer [B,S,L] (num_experts = skip) third.
   """
   check_token_ids(input_ids, config.vocab_size)
   _check_2d("input_ids", input_ids)
   _check_2d("attention_mask", attention_mask, input_ids.shape)
   _check_capacity(state, input_ids.shape[1])
-  return _extend(params, config, jnp.asarray(input_ids), state, attention_mask, all_logits)
+  return _extend(params, config, jnp.asarray(input_ids), state, attention_mask, all_logits, return_expert_choices)
 
 
-def decode_step(params, config: ZayaConfig, token_ids, state):
-  """One generated token per sequence: token_ids [B] -> (logits [B,V], new state)."""
+def decode_step(params, config: ZayaConfig, token_ids, state, *, return_expert_choices: bool = False):
+  """One generated token per sequence: token_ids [B] -> (logits [B,V], new state), and with
+  return_expert_choices the token's route in every layer [B,L] (num_experts = skip) third."""
   check_token_ids(token_ids, config.vocab_size)
   if getattr(token_ids, "ndim", None) != 1:
     raise InputError(f"token_ids must have shape [batch], got {getattr(token_ids, 'shape', None)}")
   _check_capacity(state, 1)
-  return _extend(params, config, jnp.asarray(token_ids)[:, None], state, None, False)
+  out = _extend(params, config, jnp.asarray(token_ids)[:, None], state, None, False, return_expert_choices)
+  return (*out[:2], out[2][:, 0]) if return_expert_choices else out
 
 
 # Parameter counts ----------------------------------------------------------------------------------------------

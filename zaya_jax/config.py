@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 LAYER_TYPES = ("hybrid", "hybrid_sliding")
 MOE_IMPLS = ("auto", "reference", "gather", "blocked", "ragged_dot", "pallas")
+MOE_TRANSPORTS = ("auto", "all_to_all", "ragged")
 DTYPES = ("float32", "bfloat16", "float16")
 
 # transformers config.json keys that carry no architecture information for this implementation.
@@ -78,6 +79,7 @@ class ZayaConfig:
   moe_impl: str = "auto"  # auto | reference | gather | blocked | ragged_dot | pallas
   moe_block_size: int = 128  # rows per dense matmul block of the `blocked` dispatch (groups pad to it)
   moe_capacity_factor: float | None = None  # expert parallel: slots per device pair / (N_loc / ep); None = dropless
+  moe_transport: str = "auto"  # expert parallel: all_to_all (padded) | ragged (GPU) | auto (ragged on GPU)
 
   def __post_init__(self):
     if self.layer_types is None:
@@ -137,6 +139,8 @@ class ZayaConfig:
       raise ConfigError(f"moe_block_size must be a positive integer, got {self.moe_block_size!r}")
     if self.moe_capacity_factor is not None and not self.moe_capacity_factor > 0:
       raise ConfigError(f"moe_capacity_factor must be positive or None, got {self.moe_capacity_factor!r}")
+    if self.moe_transport not in MOE_TRANSPORTS:
+      raise ConfigError(f"moe_transport must be one of {MOE_TRANSPORTS}, got {self.moe_transport!r}")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in DTYPES:
         raise ConfigError(f"{name} must be one of {DTYPES}, got {getattr(self, name)!r}")

@@ -284,7 +284,7 @@ class Experts(nn.Module):
     batch_axes = tuple(a for a in expert_parallel.BATCH_AXES if a in mesh.axis_names)
     out, dropped = expert_parallel.expert_parallel_ffn(
         x_ND, choice_N, weight_N, gate_up, down, mesh=mesh, batch_axes=batch_axes, moe_impl=cfg.moe_impl,
-        block_size=cfg.moe_block_size, capacity_factor=cfg.moe_capacity_factor)
+        block_size=cfg.moe_block_size, capacity_factor=cfg.moe_capacity_factor, transport=cfg.moe_transport)
     self.sow("metrics", "dropped_tokens", dropped)
     return out
 
@@ -294,9 +294,13 @@ class MoE(nn.Module):
   use_eda: bool
 
   @nn.compact
-  def __call__(self, x_BSD, carry_BSR):
+  def __call__(self, x_BSD, carry_BSR, forced_choice_BS=None):
+    """forced_choice_BS [B,S] (router replay, -1 = the router's own): substituted before any dispatch, so every
+    moe_impl and the expert-parallel path run the forced routes."""
     B, S, D = x_BSD.shape
     choice, weight, logits, carry = Router(self.config, self.use_eda, name="gate")(x_BSD, carry_BSR)
+    if forced_choice_BS is not None:
+      choice, weight = routing.force_top1(logits, choice, forced_choice_BS)
     out = Experts(self.config, name="experts")(x_BSD.reshape(B * S, D), choice.reshape(-1), weight.reshape(-1))
     return out.reshape(B, S, D), carry, {"expert_index": choice, "router_logits": logits}
 
@@ -322,7 +326,7 @@ class Block(nn.Module):
     a, cache = attention(cfg, name="self_attn")(x, ctx, layer_consts, cache, layer)
     r = self._merge(a, r, "post_attention_residual_scale")
     x = RMSNorm(cfg.rms_norm_eps, pdt, name="post_attention_layernorm")(r.astype(dt))
-    m, router_carry, aux = MoE(cfg, self.use_eda, name="mlp")(x, router_carry)
+    m, router_carry, aux = MoE(cfg, self.use_eda, name="mlp")(x, router_carry, layer_consts.get("expert_choices"))
     r = self._merge(m, r, "post_mlp_residual_scale")
     return (r, router_carry, cache, layer + 1), aux
 
@@ -348,11 +352,14 @@ class Zaya(nn.Module):
 
   inputs_embeds [B,S,D], when given, replaces the embedding lookup (the tied head still uses the table).
   last_logits_only computes the LM head for the last position alone (logits [B,1,V]), as a prefill needs.
+  expert_choices_BSL [B,S,L] int32, when given, forces each (token, layer)'s route (router replay, see
+  `routing.force_top1`; -1 keeps the router's choice).
   """
   config: ZayaConfig
 
   @nn.compact
-  def __call__(self, input_ids_BS, ctx, cache=None, inputs_embeds_BSD=None, last_logits_only=False):
+  def __call__(self, input_ids_BS, ctx, cache=None, inputs_embeds_BSD=None, last_logits_only=False,
+               expert_choices_BSL=None):
     cfg = self.config
     dt, pdt = cfg.compute_dtype, jnp.dtype(cfg.param_dtype)
     D = cfg.hidden_size
@@ -366,6 +373,8 @@ class Zaya(nn.Module):
     r = ((emb + b_in.astype(dt)) * s_in.astype(dt)).astype(F32)
 
     consts = layer_constants(cfg)
+    if expert_choices_BSL is not None:  # a per-layer input like the constants: layer_0 and the scan slice it
+      consts = dict(consts, expert_choices=jnp.moveaxis(expert_choices_BSL, -1, 0))
     first = jax.tree.map(lambda a: a[0], consts)
     rest = jax.tree.map(lambda a: a[1:], consts)
     # Block 0's cache gets a layer axis of one, so every block addresses its cache the same way.

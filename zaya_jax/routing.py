@@ -41,6 +41,16 @@ def select_top1(logits_NC, balancing_biases_C):
   return choice.astype(jnp.int32), weight
 
 
+def force_top1(logits_NC, choice_N, forced_N):
+  """Router replay: forced [N] int32 in [-1, C) replaces the router's choice [N] where it is >= 0 (-1 keeps the
+  router's own) -> (choice [N] int32, weight [N]). The weight is the current unbiased probability of that
+  class, computed as in `select_top1`, so the router still gets the gradient of the combine weight; the
+  balancing biases only move an argmax and play no part in a forced choice."""
+  choice = jnp.where(forced_N >= 0, forced_N, choice_N).astype(jnp.int32)
+  probs = jax.nn.softmax(logits_NC.astype(F32), axis=-1).astype(logits_NC.dtype)
+  return choice, jnp.take_along_axis(probs, choice[..., None], axis=-1)[..., 0]
+
+
 def linear_route(x_ND, params):
   """Ablation baseline: a single linear layer over experts + skip (no EDA, norm or MLP), same selection.
   params: linear_kernel [D,C], balancing_biases [C] -> (choice [N], weight [N], logits [N,C])."""

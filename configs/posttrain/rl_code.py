@@ -19,7 +19,6 @@ def get_config():
                    length_reward=dict(coef=1.0, max_len=192, len_tol=8, acc_tol=0.1),
                    aggregation_fraction=0.25, aggregation_candidates=4, aggregation_tail=64)
   config.rewards.mix.update(math=0.25, code=0.75)
-  config.rewards.code.update(seed=1)
   config.rewards.math.update(families=list(corpus.MATH_FAMILIES), difficulties=[1, 2], seed=1)
   config.heldout = heldout_config()
   return config

@@ -8,7 +8,8 @@ One step:
      fixed width (`train.prompt_width`; aggregation prompts to their own fixed width), so every step reuses the
      same compiled programs;
   3. rewards from the verifiers; a degenerate rollout (the zlib canary of zaya_jax/rewards/behavior.py) scores 0;
-  4. advantages (zaya_jax/posttrain/objectives.py: MaxRL / GRPO / GRPO-std, the length reward, dynamic sampling);
+  4. advantages (zaya_jax/posttrain/objectives.py: MaxRL / GRPO / GRPO-std, the length reward, dynamic sampling;
+     optionally DAPO's overlong filtering: rollouts cut at the budget get no gradient);
   5. old log-probs: a forward pass of the pre-update params over prompt + response (the rollout policy's
      token distribution: logits / temperature; sampling uses no top-k/top-p/min-p so the two agree);
   6. `rl.minibatches` optimiser steps, each on 1/M of every prompt group set: the Dr-GRPO loss with the DPPO
@@ -18,8 +19,14 @@ One step:
 
 Router balancing: the biases are updated from the training forward's router counts as in pretraining when
 `balancing.rate` > 0; the stage configs freeze them (rate 0), so routes change between the rollout and the
-update only through the learned weights. Router replay (reusing the sampler's expert choices in the training
-forward) is not implemented: the model has no way to take forced routes.
+update only through the learned weights. Those changes, and the numerics of decoding against a full forward,
+can still send a token to another expert in the training forward than in its rollout, which makes the
+importance ratios noisy. `rl.router_replay` records every (token, layer)'s route while sampling
+(`generate(..., record_routing=True)`) and forces it in the old-log-prob and the training forwards
+(`forward(..., expert_choices=...)`): the combine weight is then the current router's probability of the
+recorded route, so the router still learns, and the balancing biases play no part in those forwards (their
+counts are of the replayed routes). Routes are not recorded under Delethink chunking (`rsa.rollout` refuses);
+the RL stages do not chunk.
 
 Determinism and resume: every random choice of step s derives from (train.seed, s): prompt draws, candidate
 tails, sampling keys. The checkpoint holds the TrainState (params, optimiser, balancing, step) and, as JSON, the
@@ -109,11 +116,15 @@ def base_config() -> ml_collections.ConfigDict:
       ratio_cap=20.0,  # cap on the importance ratio's gradient weight
       minibatches=1,  # optimiser updates per step (1 = on-policy)
       dynamic_sampling=True,  # drop groups whose rewards are all equal
+      mask_truncated=False,  # DAPO's overlong filtering: rollouts cut at max_new_tokens get no gradient
       length_reward=dict(coef=0.0, max_len=128, len_tol=8, acc_tol=0.1),  # objectives.LengthReward
       aggregation_fraction=0.0,  # fraction of the prompts that are Markovian RSA aggregation prompts
       aggregation_candidates=2,  # C tails per aggregation prompt (<= G)
       aggregation_tail=32,  # τ tokens per tail
       degeneracy_canary=True,  # zero the reward of degenerate rollouts (rewards/behavior.py `degenerate`)
+      # Router replay: force the rollout's expert choices in the old-log-prob and training forwards, so an
+      # expert switch between sampling and update cannot move the importance ratio (module docstring).
+      router_replay=False,
   ))
   config.rewards = rl_tasks.default_rewards_config()
   return config
@@ -123,15 +134,17 @@ def base_config() -> ml_collections.ConfigDict:
 # Jitted programs: old log-probs, gradients per prompt width, one optimiser update.
 
 
-def _response_logprobs(params, model_config, tokens, mask, prompt_width, temperature, vocab_limit):
-  """log π of the response tokens [B, T] and the router counts of the real tokens [L, E+1].
+def _response_logprobs(params, model_config, tokens, mask, prompt_width, temperature, vocab_limit,
+                       expert_choices=None):
+  """log π of the response tokens [B, T] and the router counts of the real tokens [L, E+1]; expert_choices
+  [B, W+T, L] (router replay) forces the routes.
 
   The padding is given as segment ids (real tokens 1, padding 0) rather than as an attention mask: the two
   give the real tokens the same logits, but the attention-mask path gives the left padding's queries no key to
   attend to, and the gradient of those all-masked softmax rows is NaN.
   """
   logits, aux = forward(params, model_config, tokens, segment_ids=mask, positions=positions_from_mask(mask),
-                        return_aux=True)
+                        expert_choices=expert_choices, return_aux=True)
   logp = objectives.response_logprobs(logits, tokens, prompt_width, temperature, vocab_limit)
   return logp, bal.expert_counts(aux["expert_index"], mask, model_config.num_experts)
 
@@ -139,18 +152,20 @@ def _response_logprobs(params, model_config, tokens, mask, prompt_width, tempera
 @functools.lru_cache(maxsize=4)
 def _programs(model_config: ZayaConfig, optim_json: str, balancing_json: str, total_steps: int,
               temperature: float, vocab_limit: int, delta: float, ratio_cap: float):
-  """(optimizer, logprobs(params, tokens, mask, prompt_width), grads(params, batch, prompt_width, n),
-  apply(state, grads, counts)); cached so that a resumed run in the same process does not recompile."""
+  """(optimizer, logprobs(params, tokens, mask, prompt_width, expert_choices=None), grads(params, batch,
+  prompt_width, n), apply(state, grads, counts)); cached so that a resumed run in the same process does not
+  recompile. A batch with "expert_choices" (router replay) replays them."""
   optim = ml_collections.ConfigDict(json.loads(optim_json))
   balancing = ml_collections.ConfigDict(json.loads(balancing_json))
   optimizer = make_optimizer(optim, total_steps)
 
-  def logprobs(params, tokens, mask, prompt_width):
-    return _response_logprobs(params, model_config, tokens, mask, prompt_width, temperature, vocab_limit)[0]
+  def logprobs(params, tokens, mask, prompt_width, expert_choices=None):
+    return _response_logprobs(params, model_config, tokens, mask, prompt_width, temperature, vocab_limit,
+                              expert_choices)[0]
 
   def loss_fn(params, batch, prompt_width, num_rollouts):
     logp, counts = _response_logprobs(params, model_config, batch["tokens"], batch["mask"], prompt_width,
-                                      temperature, vocab_limit)
+                                      temperature, vocab_limit, batch.get("expert_choices"))
     token_mask = objectives.response_mask(batch["lengths"], logp.shape[1])
     loss, stats = objectives.policy_loss(logp, batch["old_logp"], batch["advantages"], token_mask,
                                          batch["weights"], num_rollouts, delta=delta, ratio_cap=ratio_cap)
@@ -206,11 +221,12 @@ class GroupSet:
         self.rewards[p, g], self.correct[p, g] = task.score(tokenizer.decode(ids), len(ids))
 
 
-def _sample(params, model_config, tasks, width, G, T, key, sampling, stop, pad_id) -> GroupSet:
+def _sample(params, model_config, tasks, width, G, T, key, sampling, stop, pad_id,
+            record_routing=False) -> GroupSet:
   prompts = [list(task.ids) for task in tasks for _ in range(G)]
   ids, mask = left_pad(prompts, width, pad_id)
   result = rollout(params, model_config, prompts, budget=T, key=key, sampling=sampling, width=width,
-                   stop_tokens=stop, pad_id=pad_id)
+                   stop_tokens=stop, pad_id=pad_id, record_routing=record_routing)
   return GroupSet(list(tasks), width, G, result, ids, mask)
 
 
@@ -229,15 +245,19 @@ def _aggregation_sources(plain: GroupSet, count: int, candidates: int, tail: int
 
 def _training_batch(s: GroupSet, rc: ml_collections.ConfigDict, length_cfg: objectives.LengthReward,
                     best: dict[str, float]) -> dict[str, np.ndarray]:
-  """Advantages [P'G] and rollout weights [P'G] (0 for groups dynamic sampling drops) of one group set, with
-  its tokens, mask and lengths; sets s.kept [P']."""
+  """Advantages [P'G] and rollout weights [P'G] of one group set, with its tokens, mask and lengths; sets
+  s.kept [P']. A rollout weighs 0 when dynamic sampling drops its group, and with `rl.mask_truncated` when it
+  hit the token budget without a stop token (its reward still counts in the group's mean)."""
   G = s.group_size
   rate = np.asarray([best.get(task.source, 0.0) for task in s.tasks], np.float32)
   bonus = objectives.length_bonus(s.correct, s.lengths.reshape(-1, G), rate, length_cfg)
   adv = np.asarray(objectives.advantages(s.rewards, rc.advantage, bonus), np.float32)
   s.kept = np.asarray(objectives.has_variance(s.rewards)) if rc.dynamic_sampling else np.ones(len(s.tasks), bool)
-  return {"tokens": s.tokens, "mask": s.mask, "lengths": s.lengths, "advantages": adv.reshape(-1),
-          "weights": np.repeat(s.kept, G).astype(np.float32)}
+  batch = {"tokens": s.tokens, "mask": s.mask, "lengths": s.lengths, "advantages": adv.reshape(-1),
+           "weights": (np.repeat(s.kept, G) & (s.rollouts.stopped | (not rc.mask_truncated))).astype(np.float32)}
+  if s.rollouts.expert_choices is not None:  # router replay: the routes of prompt | response [P'G, W+T, L]
+    batch["expert_choices"] = s.rollouts.expert_choices
+  return batch
 
 
 def _policy_updates(state: TrainState, sets: list[GroupSet], batches: list[dict], M: int, logprobs_fn, grads_fn,
@@ -261,7 +281,8 @@ def _policy_updates(state: TrainState, sets: list[GroupSet], batches: list[dict]
   live = [m for m in range(M) if sum(float(part["weights"].sum()) for part in parts[m]) > 0]
   for m in live:
     for s, part in zip(sets, parts[m]):
-      part["old_logp"] = logprobs_fn(state.params, part["tokens"], part["mask"], s.width)
+      part["old_logp"] = logprobs_fn(state.params, part["tokens"], part["mask"], s.width,
+                                     part.get("expert_choices"))
   totals = {"loss": 0.0, "tokens": 0.0, "masked": 0.0, "ratio_sum": 0.0, "grad_norm": 0.0, "updates": 0,
             "counts": None}
   for m in live:
@@ -391,12 +412,12 @@ def train_rl(config: ml_collections.ConfigDict, workdir: str, init_params, token
       rng = np.random.default_rng([tc.seed, step])
       key = jax.random.fold_in(base_key, step)
       sets = [_sample(state.params, model_config, sampler.sample(step, n_plain, rng), tc.prompt_width, G, T,
-                      jax.random.fold_in(key, 0), sampling, stop, tokenizer.pad_id)]
+                      jax.random.fold_in(key, 0), sampling, stop, tokenizer.pad_id, rc.router_replay)]
       if n_agg:
         sources, tails = _aggregation_sources(sets[0], n_agg, rc.aggregation_candidates, rc.aggregation_tail, rng)
         agg_tasks = rl_tasks.aggregation_tasks(sources, tails, tokenizer, chat_template)
         sets.append(_sample(state.params, model_config, agg_tasks, agg_width, G, T, jax.random.fold_in(key, 1),
-                            sampling, stop, tokenizer.pad_id))
+                            sampling, stop, tokenizer.pad_id, rc.router_replay))
       for s in sets:
         s.score(tokenizer, canary)
       t_rollout = time.perf_counter() - t0

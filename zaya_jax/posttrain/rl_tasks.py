@@ -15,7 +15,7 @@ same composition):
             curriculum is updated with each group's pass count.
   behavior  a built-in math problem. The report's behavioural stage gates a reward-model score with a binary
             instruction-following checker (fail => 0); here the checker is `format_reward` (rewards/behavior.py:
-            exactly one non-empty \boxed{} answer), the score is the answer's correctness, and DAPO's overlong
+            exactly one non-empty \\boxed{} answer), the score is the answer's correctness, and DAPO's overlong
             `length_penalty` is added: reward = format_ok · correct + length_penalty(tokens, length_budget).
 
 Aggregation prompts (Markovian RSA, `aggregation_tasks`) wrap a plain prompt's question and the last τ tokens
@@ -53,7 +53,7 @@ def default_rewards_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       mix=dict(math=1.0, code=0.0, envs=0.0, behavior=0.0),  # weights of the prompt kinds
       math=dict(families=list(corpus.MATH_FAMILIES), difficulties=[1, 2], seed=0),  # train-split problems
-      code=dict(templates=list(CODE_TEMPLATES), tests=3, seed=0, time_limit_s=2.0, memory_mb=256),
+      code=dict(templates=list(CODE_TEMPLATES), tests=3, time_limit_s=2.0, memory_mb=256),  # sandbox limits
       envs=dict(names=[], calibration_groups=0),  # environments of rewards/envs.py ([] = all); Curriculum's
                                                     # calibration phase in groups per environment (0: none)
       behavior=dict(families=list(corpus.MATH_FAMILIES), difficulties=[1, 2], seed=1,

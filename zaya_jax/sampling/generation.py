@@ -3,10 +3,10 @@
 No Python runs per token: the public `prefill` / `decode_step` are traced into the program (their host-side
 checks skip tracers; the state's capacity is right by construction), and sampling, stop tokens and
 per-sequence length limits all run inside the loop, which exits as soon as every sequence is done. One
-compile per (prompt shape, max_new_tokens, Sampling, number of stop ids, prefill_chunk); the decode state
-holds exactly prompt length + max_new_tokens - 1 tokens. Long prompts can be prefilled in fixed-size chunks
-(a `lax.scan`), which bounds the prefill's attention buffers by chunk x state length instead of prompt
-length x state length.
+compile per (prompt shape, max_new_tokens, Sampling, number of stop ids, prefill_chunk, record_routing); the
+decode state holds exactly prompt length + max_new_tokens - 1 tokens. Long prompts can be prefilled in
+fixed-size chunks (a `lax.scan`), which bounds the prefill's attention buffers by chunk x state length instead
+of prompt length x state length.
 """
 
 from __future__ import annotations
@@ -59,10 +59,19 @@ GREEDY = Sampling(temperature=0.0)
 
 class GenerateOutput(NamedTuple):
   """tokens [B, max_new_tokens] (pad_id after each sequence's end), lengths [B] (generated tokens, the stop
-  token included), stopped [B] (True where a stop token ended the sequence, False where a length limit did)."""
+  token included), stopped [B] (True where a stop token ended the sequence, False where a length limit did).
+
+  With `record_routing` (router replay), the route every token took in every layer (num_experts = skip):
+  prompt_expert_choices [B, S, L] from the prefill and expert_choices [B, max_new_tokens, L], entry t from the
+  decode step that fed generated token t back. -1 where no route was taken: prompt padding, tokens past a
+  sequence's end, and a last token the loop never fed back (its route could only shape the logits after it).
+  Laid side by side they are `forward`'s expert_choices for prompt + generated tokens. None without the flag.
+  """
   tokens: jax.Array
   lengths: jax.Array
   stopped: jax.Array
+  expert_choices: jax.Array | None = None
+  prompt_expert_choices: jax.Array | None = None
 
 
 def filter_logits(logits_BV, sampling: Sampling):
@@ -105,30 +114,36 @@ def sample_logits(key, logits_BV, sampling: Sampling):
   return argmax(jax.random.gumbel(key, logits.shape, logits.dtype) + logits)
 
 
-def _prefill_in_chunks(params, config, prompt_ids_BS, prompt_mask_BS, state, chunk: int):
-  """Prefill as a scan over S/chunk chunks (S a multiple of chunk) -> (last logits [B,V], state)."""
+def _prefill_in_chunks(params, config, prompt_ids_BS, prompt_mask_BS, state, chunk: int, record_routing: bool):
+  """Prefill as a scan over S/chunk chunks (S a multiple of chunk) -> (last logits [B,V], state), and with
+  record_routing the routes [B,S,L] third."""
   B, S = prompt_ids_BS.shape
   split = lambda x: x.reshape(B, S // chunk, chunk).swapaxes(0, 1)  # [S/chunk, B, chunk]
 
   def step(state, chunk_ids_mask):
     ids, mask = chunk_ids_mask
-    logits, state = api.prefill(params, config, ids, state, attention_mask=mask)
-    return state, logits
+    state_and_out = api.prefill(params, config, ids, state, attention_mask=mask,
+                                return_expert_choices=record_routing)
+    return state_and_out[1], (state_and_out[0], *state_and_out[2:])
 
-  state, logits = jax.lax.scan(step, state, (split(prompt_ids_BS), split(prompt_mask_BS)))
-  return logits[-1], state
+  state, (logits, *choices) = jax.lax.scan(step, state, (split(prompt_ids_BS), split(prompt_mask_BS)))
+  # [S/chunk, B, chunk, L] -> [B, S, L]
+  return logits[-1], state, *(c.swapaxes(0, 1).reshape(B, S, -1) for c in choices)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "sampling", "pad_id", "prefill_chunk"))
+@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "sampling", "pad_id", "prefill_chunk",
+                                             "record_routing"))
 def _generate(params, config, prompt_ids_BS, prompt_mask_BS, key, stop_BK, max_lengths_B, *, max_new_tokens,
-              sampling, pad_id, prefill_chunk):
+              sampling, pad_id, prefill_chunk, record_routing=False):
   B, S = prompt_ids_BS.shape
   # The last sampled token is never fed back, so the state needs one slot less than prompt + new tokens.
   state = api.init_decode_state(config, B, S + max_new_tokens - 1)
   if prefill_chunk:
-    logits, state = _prefill_in_chunks(params, config, prompt_ids_BS, prompt_mask_BS, state, prefill_chunk)
+    logits, state, *prompt_choices = _prefill_in_chunks(params, config, prompt_ids_BS, prompt_mask_BS, state,
+                                                        prefill_chunk, record_routing)
   else:
-    logits, state = api.prefill(params, config, prompt_ids_BS, state, attention_mask=prompt_mask_BS)
+    logits, state, *prompt_choices = api.prefill(params, config, prompt_ids_BS, state,
+                                                 attention_mask=prompt_mask_BS, return_expert_choices=record_routing)
 
   def emit(step, logits, tokens, lengths, done, stopped):
     token = sample_logits(jax.random.fold_in(key, step), logits, sampling)
@@ -142,19 +157,29 @@ def _generate(params, config, prompt_ids_BS, prompt_mask_BS, key, stop_BK, max_l
   zeros = jnp.zeros((B,), jnp.int32)
   token, tokens, lengths, done, stopped = emit(0, logits, tokens, zeros, max_lengths_B <= 0, zeros > 0)
 
+  # Only with record_routing does the loop carry the routes [B, max_new_tokens, L] (-1 = not fed back).
+  choices = [jnp.full((B, max_new_tokens, config.num_hidden_layers), -1, jnp.int32)] if record_routing else []
+
   def cond(carry):
-    step, _, _, _, _, done, _ = carry
+    step, _, _, _, _, done, _, *_ = carry
     return (step < max_new_tokens) & ~jnp.all(done)
 
   def body(carry):
-    step, token, state, tokens, lengths, done, stopped = carry
-    logits, state = api.decode_step(params, config, token, state)
+    step, token, state, tokens, lengths, done, stopped, *choices = carry
+    logits, state, *fed = api.decode_step(params, config, token, state, return_expert_choices=record_routing)
+    choices = [c.at[:, step - 1].set(f) for c, f in zip(choices, fed)]  # the routes of token step - 1
     token, tokens, lengths, done, stopped = emit(step, logits, tokens, lengths, done, stopped)
-    return step + 1, token, state, tokens, lengths, done, stopped
+    return step + 1, token, state, tokens, lengths, done, stopped, *choices
 
-  carry = (jnp.int32(1), token, state, tokens, lengths, done, stopped)
-  _, _, _, tokens, lengths, _, stopped = jax.lax.while_loop(cond, body, carry)
-  return GenerateOutput(tokens, lengths, stopped)
+  carry = (jnp.int32(1), token, state, tokens, lengths, done, stopped, *choices)
+  _, _, _, tokens, lengths, _, stopped, *choices = jax.lax.while_loop(cond, body, carry)
+  if not record_routing:
+    return GenerateOutput(tokens, lengths, stopped)
+  # Past each sequence's end the loop fed pad_id: no route of the sequence.
+  generated = jnp.arange(max_new_tokens)[None, :, None] < lengths[:, None, None]
+  in_prompt = (prompt_mask_BS if prompt_mask_BS is not None else jnp.ones((B, S), bool)).astype(bool)[..., None]
+  return GenerateOutput(tokens, lengths, stopped, jnp.where(generated, choices[0], -1),
+                        jnp.where(in_prompt, prompt_choices[0], -1))
 
 
 def default_stop_tokens(config: ZayaConfig) -> tuple[int, ...]:
@@ -190,7 +215,7 @@ def _check_mask(prompt_mask, shape):
 
 def generate(params, config: ZayaConfig, prompt_ids, *, max_new_tokens: int, key=None, prompt_mask=None,
              sampling: Sampling = Sampling(), stop_tokens=None, max_lengths=None, pad_id: int | None = None,
-             prefill_chunk: int = 0) -> GenerateOutput:
+             prefill_chunk: int = 0, record_routing: bool = False) -> GenerateOutput:
   """Samples up to `max_new_tokens` tokens after each prompt, all under one jit.
 
   Args:
@@ -204,26 +229,33 @@ def generate(params, config: ZayaConfig, prompt_ids, *, max_new_tokens: int, key
     pad_id: id written after a sequence ends; defaults to the config's pad id (or 0).
     prefill_chunk: > 0 prefills prompts longer than this in chunks of this many tokens; the prompt is then
       left-padded to a multiple of it (the decode state grows by under one chunk).
+    record_routing: also return every token's route per layer (router replay; a separate compiled program,
+      the default one carries no routes).
   Returns:
-    GenerateOutput(tokens [B, max_new_tokens], lengths [B], stopped [B]).
+    GenerateOutput(tokens [B, max_new_tokens], lengths [B], stopped [B]; with record_routing expert_choices
+    [B, max_new_tokens, L] and prompt_expert_choices [B, S, L]).
   """
   args, static = _prepare(params, config, prompt_ids, max_new_tokens, key, prompt_mask, sampling, stop_tokens,
-                          max_lengths, pad_id, prefill_chunk)
-  return _generate(*args, **static)
+                          max_lengths, pad_id, prefill_chunk, record_routing)
+  out = _generate(*args, **static)
+  if record_routing:  # drop the routes of the extra left padding a chunked prefill added
+    out = out._replace(prompt_expert_choices=out.prompt_expert_choices[:, -np.shape(prompt_ids)[1]:])
+  return out
 
 
 def compiled_generate(params, config: ZayaConfig, prompt_ids, *, max_new_tokens: int, key=None, prompt_mask=None,
                       sampling: Sampling = Sampling(), stop_tokens=None, max_lengths=None,
-                      pad_id: int | None = None, prefill_chunk: int = 0) -> jax.stages.Compiled:
+                      pad_id: int | None = None, prefill_chunk: int = 0,
+                      record_routing: bool = False) -> jax.stages.Compiled:
   """The compiled program `generate` runs for these arguments (its `.memory_analysis()` gives buffer sizes);
   taken from the jit cache when `generate` already ran on the same shapes."""
   args, static = _prepare(params, config, prompt_ids, max_new_tokens, key, prompt_mask, sampling, stop_tokens,
-                          max_lengths, pad_id, prefill_chunk)
+                          max_lengths, pad_id, prefill_chunk, record_routing)
   return _generate.lower(*args, **static).compile()
 
 
 def _prepare(params, config, prompt_ids, max_new_tokens, key, prompt_mask, sampling, stop_tokens, max_lengths,
-             pad_id, prefill_chunk):
+             pad_id, prefill_chunk, record_routing):
   """Host-side checks and defaults -> (positional args, static keyword args) of `_generate`."""
   api.check_token_ids(prompt_ids, config.vocab_size)
   prompt_ids = jnp.asarray(prompt_ids, jnp.int32)
@@ -260,4 +292,4 @@ def _prepare(params, config, prompt_ids, max_new_tokens, key, prompt_mask, sampl
     prompt_mask = jnp.pad(mask, ((0, 0), (extra, 0)))
   args = (params, config, prompt_ids, prompt_mask, key, stop, jnp.asarray(max_lengths, jnp.int32))
   return args, {"max_new_tokens": max_new_tokens, "sampling": sampling, "pad_id": int(pad_id),
-                "prefill_chunk": prefill_chunk}
+                "prefill_chunk": prefill_chunk, "record_routing": bool(record_routing)}

@@ -130,10 +130,13 @@ class RSAConfig:
 
 @dataclasses.dataclass
 class Rollouts:
-  """tokens [B, budget] (pad after each end), lengths [B] (stop token included), stopped [B] (host arrays)."""
+  """tokens [B, budget] (pad after each end), lengths [B] (stop token included), stopped [B] (host arrays);
+  expert_choices [B, width + budget, L]: the route of every prompt | generated token per layer, -1 where none
+  was taken (`GenerateOutput`), only from `rollout(..., record_routing=True)`."""
   tokens: np.ndarray
   lengths: np.ndarray
   stopped: np.ndarray
+  expert_choices: np.ndarray | None = None
 
   def trace(self, b: int) -> list[int]:
     return self.tokens[b, :self.lengths[b]].tolist()
@@ -169,24 +172,30 @@ def left_pad(prompts: Sequence[Sequence[int]], width: int, pad_id: int):
 
 def rollout(params, config: ZayaConfig, prompts: Sequence[Sequence[int]], *, budget: int, key,
             sampling: Sampling = Sampling(), chunking: Delethink | None = None, width: int | None = None,
-            stop_tokens=None, pad_id: int = 0, prefill_chunk: int = 0) -> Rollouts:
+            stop_tokens=None, pad_id: int = 0, prefill_chunk: int = 0, record_routing: bool = False) -> Rollouts:
   """Up to `budget` new tokens after each prompt, in one `generate` call or as a Delethink chunked trace.
 
   `width` (>= the longest prompt) fixes the padded prompt length, so calls with different prompts share one
   compiled program. With `chunking`, the decode state holds width + keep_head + chunk_size tokens, whatever
-  `budget` is; the trace is assembled on the host.
+  `budget` is; the trace is assembled on the host. record_routing (router replay; not with `chunking`, whose
+  chunks see other contexts than the whole trace) also returns the routes of prompt | generated tokens.
   """
+  if record_routing and chunking is not None:
+    raise RSAConfigError("record_routing needs a single generate call (chunking=None)")
   width = width or max(len(p) for p in prompts)
   ids, mask = left_pad(prompts, width, pad_id)
   stop = default_stop_tokens(config) if stop_tokens is None else stop_tokens
 
   def gen(ids, mask, new, key, max_lengths=None):
     return generate(params, config, ids, prompt_mask=mask, max_new_tokens=new, key=key, sampling=sampling,
-                    stop_tokens=stop, max_lengths=max_lengths, pad_id=pad_id, prefill_chunk=prefill_chunk)
+                    stop_tokens=stop, max_lengths=max_lengths, pad_id=pad_id, prefill_chunk=prefill_chunk,
+                    record_routing=record_routing)
 
   if chunking is None:
     out = gen(ids, mask, budget, key)
-    return Rollouts(np.asarray(out.tokens), np.asarray(out.lengths), np.asarray(out.stopped))
+    choices = (np.concatenate([np.asarray(out.prompt_expert_choices), np.asarray(out.expert_choices)], axis=1)
+               if record_routing else None)
+    return Rollouts(np.asarray(out.tokens), np.asarray(out.lengths), np.asarray(out.stopped), choices)
 
   B = len(prompts)
   result = Rollouts(np.full((B, budget), pad_id, np.int32), np.zeros(B, np.int64), np.zeros(B, bool))
