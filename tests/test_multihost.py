@@ -209,31 +209,34 @@ LOSS_STEPS = 3
 
 @pytest.fixture(scope="module")
 def killed_jobs(tmp_path_factory):
-  """Two 2-process jobs of experiments/pretrain.py and the one-process reference, started at once. Once job 0
-  has logged LOSS_STEPS steps, job 0 loses its process 1 and job 1 its process 0 (the coordinator) ->
-  (reference workdir, job 0 workdir, [(victim, survivor's exit code, seconds to exit, survivor's output)])."""
+  """Two 2-process jobs of experiments/pretrain.py and the one-process reference, started at once. Once both
+  processes have joined, job 0 loses its process 0 (the coordinator); once job 1 has logged LOSS_STEPS steps,
+  it loses its process 1 -> (reference workdir, job 1 workdir, [(victim, survivor's exit code, seconds from
+  the kill to its exit, survivor's output)])."""
   root = tmp_path_factory.mktemp("killed")
-  jobs = [(victim, *_pretrain_job(root, f"job{victim}")) for victim in (1, 0)]
+  jobs = [(victim, *_pretrain_job(root, f"job{victim}")) for victim in (0, 1)]
   reference = root / "reference"
   ref = _start(["-c", _REFERENCE, str(root / "config.py"), str(reference), str(LOSS_STEPS)], root / "reference.log")
   outcomes = []
-  try:
-    for _, procs, logs, _ in jobs:  # both processes of both jobs have joined
-      _wait_for(lambda: all(f"process {i} of 2" in _read(log) for i, log in enumerate(logs)), procs, logs)
-    _, procs, logs, workdir = jobs[0]
-    metrics = os.path.join(workdir, "metrics.jsonl")
-    _wait_for(lambda: os.path.exists(metrics) and _read(metrics).count("\n") >= LOSS_STEPS, procs, logs, 600)
+
+  def kill_and_wait(victim, procs, logs):
     killed_at = time.time()
-    for victim, procs, _, _ in jobs:
-      procs[victim].send_signal(signal.SIGKILL)
-    for victim, procs, logs, _ in jobs:
-      code = procs[1 - victim].wait(timeout=HEARTBEAT_S + 110)
-      outcomes.append((victim, code, time.time() - killed_at, _read(logs[1 - victim])))
+    procs[victim].send_signal(signal.SIGKILL)
+    code = procs[1 - victim].wait(timeout=HEARTBEAT_S + 110)
+    outcomes.append((victim, code, time.time() - killed_at, _read(logs[1 - victim])))
+
+  try:
+    for victim, procs, logs, workdir in jobs:
+      _wait_for(lambda: all(f"process {i} of 2" in _read(log) for i, log in enumerate(logs)), procs, logs)
+      if victim == 1:
+        metrics = os.path.join(workdir, "metrics.jsonl")
+        _wait_for(lambda: os.path.exists(metrics) and _read(metrics).count("\n") >= LOSS_STEPS, procs, logs, 600)
+      kill_and_wait(victim, procs, logs)
     assert ref.wait(timeout=600) == 0, _read(root / "reference.log")[-3000:]
   finally:
     for proc in [ref] + [p for _, procs, _, _ in jobs for p in procs]:
       proc.kill()
-  return reference, jobs[0][3], outcomes
+  return reference, jobs[1][3], outcomes
 
 
 def test_two_processes_train_like_one_process(killed_jobs):

@@ -15,9 +15,9 @@ from zaya_jax import ZayaConfig, init_params
 from zaya_jax.api import forward, positions_from_mask
 from zaya_jax.data import ByteTokenizer
 from zaya_jax.loading import checkpoint_steps, load_model
-from zaya_jax.posttrain import heldout, rl, rl_tasks, stages
+from zaya_jax.posttrain import rl, rl_tasks, stages
 from zaya_jax.rewards.code import code_reward
-from zaya_jax.sampling import ByteChatTemplate, PromptBuilder, Sampling
+from zaya_jax.sampling import ByteChatTemplate, PromptBuilder, Sampling, reply_stop_tokens
 from zaya_jax.sampling.rsa import Rollouts
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs", "posttrain")
@@ -126,7 +126,7 @@ def test_old_logprobs_are_the_decoding_forwards_logprobs_of_the_sampled_tokens(p
   tasks = sampler.sample(1, 2, np.random.default_rng(0))
   sampling = Sampling(temperature=1.0, vocab_limit=TOKENIZER.vocab_size)  # the loop's: its compiled generate
   s = rl._sample(params, MODEL, tasks, 48, 4, 6, jax.random.key(0), sampling,
-                 heldout.stop_tokens(MODEL, TOKENIZER), TOKENIZER.pad_id)
+                 reply_stop_tokens(MODEL, TOKENIZER), TOKENIZER.pad_id)
   tokens, mask = jnp.asarray(s.tokens), jnp.asarray(s.mask)
   logp, counts = rl._response_logprobs(params, MODEL, tokens, mask, 48, 1.0, TOKENIZER.vocab_size)
   logits = forward(params, MODEL, tokens, attention_mask=mask, positions=positions_from_mask(mask))

@@ -11,8 +11,8 @@ from conftest import TINY_CONFIGS
 
 from zaya_jax import api
 from zaya_jax.api import InputError
-from zaya_jax.posttrain import heldout, rl, rl_tasks
-from zaya_jax.sampling import GREEDY, Sampling, generate
+from zaya_jax.posttrain import rl, rl_tasks
+from zaya_jax.sampling import GREEDY, Sampling, generate, reply_stop_tokens
 
 # fp32 throughout: with the same routes, the replayed forward runs the same ops as the plain one.
 CONFIG = dataclasses.replace(TINY_CONFIGS["base"], moe_impl="reference")  # 3 layers: layer_0 + a scan of 2
@@ -153,7 +153,7 @@ def test_an_rl_step_replays_the_rollout_routes(tmp_path):
   sampler = rl_tasks.TaskSampler(config.rewards, t.TOKENIZER, t.TEMPLATE, prompt_width=48, group_size=4)
   sampling = Sampling(temperature=1.0, vocab_limit=t.TOKENIZER.vocab_size)  # the loop's: its compiled generate
   s = rl._sample(params, t.MODEL, sampler.sample(1, 2, np.random.default_rng(0)), 48, 4, 4, jax.random.key(0),
-                 sampling, heldout.stop_tokens(t.MODEL, t.TOKENIZER), t.TOKENIZER.pad_id, record_routing=True)
+                 sampling, reply_stop_tokens(t.MODEL, t.TOKENIZER), t.TOKENIZER.pad_id, record_routing=True)
   s.rewards = s.correct = np.zeros((2, 4))
   batch = rl._training_batch(s, config.rl, rl.objectives.LengthReward(), {})
   choices = batch["expert_choices"]

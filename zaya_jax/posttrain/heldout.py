@@ -19,9 +19,9 @@ import numpy as np
 
 from zaya_jax.config import ZayaConfig
 from zaya_jax.data import corpus
-from zaya_jax.data.tokenizer import ByteTokenizer, Tokenizer
+from zaya_jax.data.tokenizer import Tokenizer
 from zaya_jax.rewards.math import extract_answer, math_reward
-from zaya_jax.sampling import ChatTemplate, Sampling, default_stop_tokens, generate, left_pad
+from zaya_jax.sampling import ChatTemplate, Sampling, generate, left_pad, reply_stop_tokens
 
 
 def heldout_records(families, difficulties, count: int, seed: int) -> list[dict]:
@@ -31,18 +31,12 @@ def heldout_records(families, difficulties, count: int, seed: int) -> list[dict]
                              seed, i, split="heldout") for i in range(count)]
 
 
-def stop_tokens(model_config: ZayaConfig, tokenizer: Tokenizer) -> tuple[int, ...]:
-  """The ids that end a reply: the config's eos id(s), plus `<|end_of_turn|>` with the byte tokenizer."""
-  extra = (tokenizer.token_id("<|end_of_turn|>"),) if isinstance(tokenizer, ByteTokenizer) else ()
-  return default_stop_tokens(model_config) + extra
-
-
 def greedy_replies(params, model_config: ZayaConfig, tokenizer: Tokenizer, prompts: list[list[int]], *,
                    max_new_tokens: int, batch_size: int) -> list[tuple[list[int], bool]]:
   """(reply token ids, whether a stop token ended it) per prompt, greedy, `batch_size` prompts per call."""
   width = max(map(len, prompts))
   greedy = Sampling(temperature=0.0, vocab_limit=min(tokenizer.vocab_size, model_config.vocab_size))
-  stop = stop_tokens(model_config, tokenizer)
+  stop = reply_stop_tokens(model_config, tokenizer)
   out = []
   for start in range(0, len(prompts), batch_size):
     chunk = prompts[start:start + batch_size]

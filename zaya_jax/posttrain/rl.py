@@ -56,7 +56,7 @@ from zaya_jax.config import ZayaConfig
 from zaya_jax.data.tokenizer import Tokenizer
 from zaya_jax.posttrain import heldout, objectives, rl_report, rl_tasks, stages
 from zaya_jax.rewards.behavior import degenerate
-from zaya_jax.sampling.chat import ChatTemplate
+from zaya_jax.sampling.chat import ChatTemplate, reply_stop_tokens
 from zaya_jax.sampling.generation import Sampling
 from zaya_jax.sampling.rsa import Rollouts, left_pad, rollout
 from zaya_jax.train import balancing as bal
@@ -379,7 +379,7 @@ def train_rl(config: ml_collections.ConfigDict, workdir: str, init_params, token
   schedule = make_schedule(config.optim, tc.steps * M)
   G, T = tc.rollouts_per_prompt, tc.max_new_tokens
   sampling = Sampling(temperature=tc.temperature, vocab_limit=vocab_limit)
-  stop = heldout.stop_tokens(model_config, tokenizer)
+  stop = reply_stop_tokens(model_config, tokenizer)
   length_cfg = objectives.LengthReward(**rc.length_reward.to_dict())
   sampler = rl_tasks.TaskSampler(config.rewards, tokenizer, chat_template, prompt_width=tc.prompt_width,
                                  group_size=G)
