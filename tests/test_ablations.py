@@ -29,7 +29,9 @@ def test_ablation_config_files(name):
   assert all(getattr(model, k) == v for k, v in VARIANTS[name].items())
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
+# One variant in the default run (its own attention code path); the other two in `-m slow`.
+@pytest.mark.parametrize("name", [n if n == "gqa_attention" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in VARIANTS])
 def test_ablation_models_run_decode_and_train(name, tmp_path):
   config = TINY_CONFIGS["sliding"].replace(**VARIANTS[name])
   params = init_params(config, jax.random.key(0))

@@ -11,6 +11,7 @@ import pallas_kernels
 from zaya_jax import api, forward
 
 
+@pytest.mark.slow  # the default run covers pallas in the model through tests/test_router_replay.py (values)
 def test_pallas_forward_and_grads_equal_reference(reference_models):
   config, _, params = reference_models("mha")  # block 0 and a scanned stack of one (interpret mode is slow)
   ids = np.random.RandomState(40).randint(0, config.vocab_size, (2, 7))
