@@ -63,7 +63,7 @@ from zaya_jax.train import balancing as bal
 from zaya_jax.train import reporting
 from zaya_jax.train.checkpointing import Checkpointer
 from zaya_jax.train.optimizer import make_optimizer, make_schedule
-from zaya_jax.train.steps import TrainState
+from zaya_jax.train.steps import TrainState, apply_gradients
 from zaya_jax.train.trainer import _StopOnSigterm, write_config
 
 
@@ -177,14 +177,7 @@ def _programs(model_config: ZayaConfig, optim_json: str, balancing_json: str, to
     return g, {"loss": loss, "stats": stats, "counts": counts}
 
   def apply(state: TrainState, g, counts):
-    updates, opt_state = optimizer.update(g, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    balancing_state = state.balancing
-    if balancing.rate > 0:
-      biases, balancing_state = bal.update_biases(bal.get_biases(params), balancing_state, counts, balancing)
-      params = bal.set_biases(params, biases)
-    return TrainState(step=state.step, params=params, opt_state=opt_state, balancing=balancing_state,
-                      rng=state.rng), optax.global_norm(g)
+    return apply_gradients(state, g, counts, optimizer, balancing), optax.global_norm(g)
 
   return (optimizer, jax.jit(logprobs, static_argnums=3), jax.jit(grads, static_argnums=2),
           jax.jit(apply, donate_argnums=0))

@@ -67,6 +67,19 @@ def _model_loss(params, model_config, batch):
   return loss, (n, counts)
 
 
+def apply_gradients(state: TrainState, grads, counts, optimizer: optax.GradientTransformation,
+                    balancing_cfg: ml_collections.ConfigDict) -> TrainState:
+  """One optimiser update, then the balancing biases' control step from the router counts [L, E+1] (the
+  biases get no gradient; zaya_jax/train/balancing.py). The step counter is left to the caller."""
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  balancing = state.balancing
+  if balancing_cfg.rate > 0:
+    biases, balancing = bal.update_biases(bal.get_biases(params), balancing, counts, balancing_cfg)
+    params = bal.set_biases(params, biases)
+  return state._replace(params=params, opt_state=opt_state, balancing=balancing)
+
+
 def make_train_step(model_config: ZayaConfig, optimizer: optax.GradientTransformation,
                     balancing_cfg: ml_collections.ConfigDict):
   """-> jitted train_step(state, batch) -> (new state, metrics); the input state's buffers are donated.
@@ -77,14 +90,7 @@ def make_train_step(model_config: ZayaConfig, optimizer: optax.GradientTransform
   def train_step(state: TrainState, batch):
     grad_fn = jax.value_and_grad(_model_loss, has_aux=True)
     (loss, (n, counts)), grads = grad_fn(state.params, model_config, batch)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    balancing = state.balancing
-    if balancing_cfg.rate > 0:
-      biases, balancing = bal.update_biases(bal.get_biases(params), balancing, counts, balancing_cfg)
-      params = bal.set_biases(params, biases)
-    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, balancing=balancing,
-                           rng=state.rng)
+    new_state = apply_gradients(state, grads, counts, optimizer, balancing_cfg)._replace(step=state.step + 1)
     return new_state, {"loss": loss, "targets": n, "grad_norm": optax.global_norm(grads), "counts": counts}
 
   return jax.jit(train_step, donate_argnums=0)
