@@ -21,6 +21,7 @@ from absl import app, flags
 
 from zaya_jax.data import ByteTokenizer, check_answer, extract_boxed, load_tokenizer
 from zaya_jax.data.corpus import normalize_answer
+from zaya_jax.data.sources import iter_jsonl
 from zaya_jax.loading import load_model
 from zaya_jax.sampling import (ByteChatTemplate, Delethink, PromptBuilder, RSAConfig, Sampling,
                                load_chat_template, majority_vote, markovian_rsa, reply_stop_tokens)
@@ -54,6 +55,19 @@ _STOP = flags.DEFINE_list("stop_tokens", None, "stop token ids (default: the con
                           "<|end_of_turn|> with the byte tokenizer)")
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed; problem k uses fold_in(key(seed), k)")
 flags.mark_flags_as_required(["checkpoint", "prompts", "output"])
+
+
+def _read_prompts(path: str) -> list[tuple[dict, str]]:
+  """(record, question) per line of the prompts JSONL; a bad line is a UsageError naming its file and line."""
+  prompts = []
+  for where, _, record in iter_jsonl(path, app.UsageError):
+    question = record.get("question", record.get("problem"))
+    if not isinstance(question, str):
+      raise app.UsageError(f"{where}: needs a 'question' or 'problem' string (got keys {sorted(record)})")
+    prompts.append((record, question))
+  if not prompts:
+    raise app.UsageError(f"{path}: no prompts")
+  return prompts
 
 
 def _chat_template(tokenizer, loaded):
@@ -91,6 +105,7 @@ def _round_record(r, tokenizer, record):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  records = _read_prompts(_PROMPTS.value)  # every line checked before the model loads
   loaded = load_model(_CHECKPOINT.value, dtype=_DTYPE.value)
   config, params = loaded.config, loaded.params
   tokenizer = load_tokenizer(_TOKENIZER.value) if _TOKENIZER.value else loaded.tokenizer
@@ -102,13 +117,8 @@ def main(argv):
                   prefill_chunk=_PREFILL_CHUNK.value,
                   sampling=Sampling(temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
                                     min_p=_MIN_P.value, vocab_limit=min(tokenizer.vocab_size, config.vocab_size)))
-  with open(_PROMPTS.value) as f:
-    records = [json.loads(line) for line in f if line.strip()]
   with open(_OUTPUT.value, "w") as out:
-    for k, record in enumerate(records):
-      question = record.get("question", record.get("problem"))
-      if not isinstance(question, str):
-        raise app.UsageError(f"{_PROMPTS.value} line {k + 1} has no 'question' or 'problem' string")
+    for k, (record, question) in enumerate(records):
       builder = PromptBuilder(tokenizer, chat, question)
       rounds, start = [], time.perf_counter()
       for r in markovian_rsa(params, config, builder, rsa, jax.random.fold_in(jax.random.key(_SEED.value), k),

@@ -7,7 +7,7 @@ import pytest
 
 from zaya_jax.data import corpus
 from zaya_jax.data.sources import (DataError, GeneratedTextSource, JsonlSource, ParquetSource, ProblemSource,
-                                   SourceConfigError, TextSource, make_source)
+                                   SourceConfigError, TextSource, iter_jsonl, make_source)
 
 
 def _write_jsonl(path, lines):
@@ -40,6 +40,19 @@ def test_jsonl_malformed_line_names_file_and_line(tmp_path, bad, reason):
   src = JsonlSource(path, skip_malformed=True)
   assert [src[i] for i in range(len(src))] == ["ok", "also ok"]
   assert src.num_skipped == 1 and src.skipped == [(path, 3)]
+
+
+def test_iter_jsonl_counts_file_lines_and_raises_the_callers_error(tmp_path):
+  path = _write_jsonl(tmp_path / "e.jsonl", ['{"a": 1}', "", "  ", '{"b": 2}'])
+  assert list(iter_jsonl(path)) == [(f"{path}:1", 1, {"a": 1}), (f"{path}:4", 4, {"b": 2})]
+
+  class Custom(ValueError):
+    pass
+
+  for bad, reason in [("{nope", "invalid JSON"), ('"text"', "expected a JSON object, got str")]:
+    path = _write_jsonl(tmp_path / "f.jsonl", ['{"a": 1}', "", bad])
+    with pytest.raises(Custom, match=rf"f\.jsonl:3: {reason}"):
+      list(iter_jsonl(path, Custom))
 
 
 def test_jsonl_custom_field(tmp_path):

@@ -104,3 +104,14 @@ def test_rsa_sample_cli_reads_a_workdir(workdir, tmp_path):
   assert result["id"] == "p1" and [r["round"] for r in result["rounds"]] == [0, 1]
   assert all(0 < c["tokens"] <= 4 for r in result["rounds"] for c in r["candidates"])
   assert "round 1/1" in proc.stdout
+
+
+def test_rsa_sample_cli_names_a_bad_prompt_line(tmp_path):
+  prompts = tmp_path / "prompts.jsonl"
+  prompts.write_text(json.dumps({"question": "1+2=?"}) + "\n\n" + json.dumps({"id": "p2", "text": "x"}) + "\n")
+  cmd = [sys.executable, "experiments/rsa_sample.py", "--checkpoint=/nonexistent", f"--prompts={prompts}",
+         f"--output={tmp_path / 'out.jsonl'}"]
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  # Checked before the (here missing) checkpoint is read; the blank line counts.
+  assert proc.returncode != 0 and f"{prompts}:3: needs a 'question' or 'problem' string" in proc.stderr

@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,23 @@ class DataError(ValueError):
 
 class SourceConfigError(ValueError):
   """A source description that cannot be built (unknown kind or key, no matching file)."""
+
+
+def iter_jsonl(path: str, error: type[Exception] = DataError) -> Iterator[tuple[str, int, dict]]:
+  """("file:line", line number, record) per non-blank line of a JSONL file of objects; a line that is not valid
+  JSON, or not an object, raises `error` naming the file and line."""
+  with open(path, encoding="utf-8") as f:
+    for line_number, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      where = f"{path}:{line_number}"
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise error(f"{where}: invalid JSON ({e})") from e
+      if not isinstance(record, dict):
+        raise error(f"{where}: expected a JSON object, got {type(record).__name__}")
+      yield where, line_number, record
 
 
 def expand_paths(paths: str | Sequence[str]) -> list[str]:

@@ -28,12 +28,11 @@ of the training corpus as they appear there, without an instruction (the toy mod
 from __future__ import annotations
 
 import dataclasses
-import json
 import string
 from collections.abc import Sequence
 from typing import Any
 
-from zaya_jax.data import corpus
+from zaya_jax.data import corpus, sources
 
 KINDS = ("math", "multiple_choice", "code")
 DEFAULT_TIME_LIMIT_S = 6.0
@@ -227,20 +226,12 @@ def parse_record(record: Any, kind: str, where: str) -> Problem:
 def load_problems(path: str, kind: str) -> list[Problem]:
   """The problems of a JSONL file in the schema of family `kind` (module docstring); blank lines skipped."""
   problems, seen = [], {}
-  with open(path) as f:
-    for number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      where = f"{path}:{number}"
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise BenchmarkError(f"{where}: not valid JSON ({e.msg})") from e
-      problem = parse_record(record, kind, where)
-      if problem.id in seen:
-        raise BenchmarkError(f"{where}: id {problem.id!r} already used on line {seen[problem.id]}")
-      seen[problem.id] = number
-      problems.append(problem)
+  for where, number, record in sources.iter_jsonl(path, BenchmarkError):
+    problem = parse_record(record, kind, where)
+    if problem.id in seen:
+      raise BenchmarkError(f"{where}: id {problem.id!r} already used on line {seen[problem.id]}")
+    seen[problem.id] = number
+    problems.append(problem)
   if not problems:
     raise BenchmarkError(f"{path}: no problems")
   return problems

@@ -27,7 +27,6 @@ so the loss counts assistant tokens only and nothing attends or predicts across 
 from __future__ import annotations
 
 import functools
-import json
 import re
 import zlib
 from collections.abc import Mapping, Sequence
@@ -171,29 +170,19 @@ def encode_chat(tokenizer: Tokenizer, chat_template: ChatTemplate, messages: Seq
 def read_jsonl(path: str) -> list[tuple[str, list[dict]]]:
   """(where = "file:line", messages) per non-blank line; a malformed line raises SFTDataError naming it."""
   out = []
-  with open(path, encoding="utf-8") as f:
-    for line_number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      where = f"{path}:{line_number}"
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise SFTDataError(f"{where}: invalid JSON ({e})") from e
-      if not isinstance(record, dict):
-        raise SFTDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-      if "messages" in record:
-        messages = check_messages(record["messages"], where)
-        if any(not isinstance(m["content"], str) for m in messages):
-          raise SFTDataError(f"{where}: message contents must be strings")
-      elif "prompt" in record and "response" in record:
-        if not isinstance(record["prompt"], str) or not isinstance(record["response"], str):
-          raise SFTDataError(f"{where}: 'prompt' and 'response' must be strings")
-        messages = [{"role": "user", "content": record["prompt"]},
-                    {"role": "assistant", "content": record["response"]}]
-      else:
-        raise SFTDataError(f"{where}: needs 'messages', or 'prompt' and 'response' (got keys {sorted(record)})")
-      out.append((where, messages))
+  for where, _, record in sources.iter_jsonl(path, SFTDataError):
+    if "messages" in record:
+      messages = check_messages(record["messages"], where)
+      if any(not isinstance(m["content"], str) for m in messages):
+        raise SFTDataError(f"{where}: message contents must be strings")
+    elif "prompt" in record and "response" in record:
+      if not isinstance(record["prompt"], str) or not isinstance(record["response"], str):
+        raise SFTDataError(f"{where}: 'prompt' and 'response' must be strings")
+      messages = [{"role": "user", "content": record["prompt"]},
+                  {"role": "assistant", "content": record["response"]}]
+    else:
+      raise SFTDataError(f"{where}: needs 'messages', or 'prompt' and 'response' (got keys {sorted(record)})")
+    out.append((where, messages))
   return out
 
 
