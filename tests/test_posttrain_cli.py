@@ -18,7 +18,7 @@ import pytest
 from test_posttrain_sft import STEPS, tiny_model, write_chat_jsonl
 from zaya_jax import save_hf_checkpoint
 from zaya_jax.loading import load_model
-from zaya_jax.posttrain import sft, stages
+from zaya_jax.posttrain import heldout, sft, stages
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGE_CONFIG = '''
@@ -61,9 +61,21 @@ def test_pipeline_chains_stages_and_resumes(config_dir, init_checkpoint, tmp_pat
   assert [r["stage"] for r in result["stages"]] == ["sft_a", "sft_b"]
   summary_a, summary_b = (json.load(open(os.path.join(d, stages.SUMMARY_FILE))) for d in (a, b))
   assert summary_a["init"] == init_checkpoint and summary_b["init"] == a  # each stage starts from the previous
-  # Stage b started from stage a's final params: its held-out score before training is a's after training.
-  assert summary_b["heldout_init"]["accuracy"] == summary_a["heldout"]["accuracy"]
-  assert summary_b["heldout_init"]["samples"] == summary_a["heldout"]["samples"]
+  # Stage b's score before training is stage a's after training, reused (stages.reuse_heldout) because greedy
+  # decoding of a's final checkpoint repeats it exactly:
+  assert summary_b["heldout_init"] == summary_a["heldout"]
+  loaded_a = load_model(a)
+  config_b = stages.load_config_file(os.path.join(config_dir, "sft_b.py"))
+  again = heldout.evaluate_heldout(loaded_a.params, loaded_a.config, loaded_a.tokenizer, loaded_a.chat_template,
+                                   config_b.heldout.to_dict())
+  assert json.loads(json.dumps(again)) == summary_a["heldout"]
+  # Not reused when the measurement could differ: other held-out problems, or a model group (e.g. a dtype).
+  for change in (lambda c: c.heldout.update(count=3), lambda c: c.update(model={"dtype": "bfloat16"})):
+    config = stages.load_config_file(os.path.join(config_dir, "sft_b.py"))
+    change(config)
+    assert not stages.reuse_heldout(a, config, str(tmp_path / "fresh"))
+  assert stages.reuse_heldout(a, config_b, str(tmp_path / "fresh"))
+  assert not stages.reuse_heldout(a, config_b, str(tmp_path / "fresh"))  # already there
   b_params = load_model(b).params
   assert "held-out accuracy by stage" in capsys.readouterr().out
 

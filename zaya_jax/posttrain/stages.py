@@ -14,7 +14,9 @@ the first step when `config.heldout.evaluate_init` is set.
 The pipeline (configs/posttrain/pipeline.py) runs `config.stages` in order, stage `name` in `<workdir>/<name>`
 with the config `<config.config_dir>/<name>.py`, each from the previous stage's workdir (the first from
 `init`). A finished stage is skipped and an interrupted one resumes from its newest checkpoint, so re-running
-the same command continues where it stopped. `<workdir>/summary.json` collects the per-stage accuracies.
+the same command continues where it stopped. A stage's `heldout_init` is the previous stage's final held-out
+result when that is the same measurement (`reuse_heldout`), so each checkpoint is decoded once.
+`<workdir>/summary.json` collects the per-stage accuracies.
 """
 
 from __future__ import annotations
@@ -159,6 +161,22 @@ def stage_names(config: ml_collections.ConfigDict) -> list[str]:
   return names
 
 
+def reuse_heldout(previous: str, config: ml_collections.ConfigDict, workdir: str) -> bool:
+  """Copies the previous stage's final held-out result to <workdir>/heldout_init.json when it is exactly what
+  `start_stage` would compute (same held-out config, no `model` group to change how the params run; greedy
+  decoding of the same params is deterministic), so a pipeline scores each checkpoint once. Returns whether it
+  did."""
+  summary = read_json(os.path.join(previous, SUMMARY_FILE))
+  previous_config = read_json(os.path.join(previous, "config.json"))
+  path = os.path.join(workdir, INIT_HELDOUT_FILE)
+  if (summary is None or previous_config is None or "model" in config or not config.heldout.evaluate_init
+      or os.path.isfile(path) or checkpoint_steps(workdir)
+      or previous_config.get("heldout") != config.heldout.to_dict()):
+    return False
+  write_json(path, summary["heldout"])
+  return True
+
+
 def run_pipeline(config: ml_collections.ConfigDict, workdir: str, init: str) -> dict | None:
   """Runs the stages in order (module docstring). Returns the pipeline summary, or None if a stage was
   interrupted (SIGTERM; re-run to resume)."""
@@ -169,7 +187,9 @@ def run_pipeline(config: ml_collections.ConfigDict, workdir: str, init: str) -> 
       print(f"stage {name}: finished earlier, skipping", flush=True)
     else:
       print(f"stage {name}: starting from {previous}", flush=True)
-      run_stage(load_config_file(os.path.join(config.config_dir, f"{name}.py")), stage_dir, previous)
+      stage_config = load_config_file(os.path.join(config.config_dir, f"{name}.py"))
+      reuse_heldout(previous, stage_config, stage_dir)
+      run_stage(stage_config, stage_dir, previous)
       if not is_finished(stage_dir):
         print(f"stage {name}: interrupted; run the same command again to resume it", flush=True)
         return None
