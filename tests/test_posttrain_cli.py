@@ -74,7 +74,14 @@ def test_pipeline_chains_stages_and_resumes(config_dir, init_checkpoint, tmp_pat
     config = stages.load_config_file(os.path.join(config_dir, "sft_b.py"))
     change(config)
     assert not stages.reuse_heldout(a, config, str(tmp_path / "fresh"))
-  assert stages.reuse_heldout(a, config_b, str(tmp_path / "fresh"))
+  # Whether the previous stage scored its own init is not part of the measurement.
+  previous = tmp_path / "previous"
+  previous.mkdir()
+  shutil.copy(os.path.join(a, stages.SUMMARY_FILE), previous)
+  previous_config = json.load(open(os.path.join(a, "config.json")))
+  previous_config["heldout"]["evaluate_init"] = False
+  (previous / "config.json").write_text(json.dumps(previous_config))
+  assert stages.reuse_heldout(str(previous), config_b, str(tmp_path / "fresh"))
   assert not stages.reuse_heldout(a, config_b, str(tmp_path / "fresh"))  # already there
   b_params = load_model(b).params
   assert "held-out accuracy by stage" in capsys.readouterr().out

@@ -161,6 +161,11 @@ def stage_names(config: ml_collections.ConfigDict) -> list[str]:
   return names
 
 
+def _measurement(heldout_config: dict) -> dict:
+  """The fields of a held-out config that decide its result (all but whether the init is scored)."""
+  return {k: v for k, v in heldout_config.items() if k != "evaluate_init"}
+
+
 def reuse_heldout(previous: str, config: ml_collections.ConfigDict, workdir: str) -> bool:
   """Copies the previous stage's final held-out result to <workdir>/heldout_init.json when it is exactly what
   `start_stage` would compute (same held-out config, no `model` group to change how the params run; greedy
@@ -171,7 +176,7 @@ def reuse_heldout(previous: str, config: ml_collections.ConfigDict, workdir: str
   path = os.path.join(workdir, INIT_HELDOUT_FILE)
   if (summary is None or previous_config is None or "model" in config or not config.heldout.evaluate_init
       or os.path.isfile(path) or checkpoint_steps(workdir)
-      or previous_config.get("heldout") != config.heldout.to_dict()):
+      or _measurement(previous_config.get("heldout") or {}) != _measurement(config.heldout.to_dict())):
     return False
   write_json(path, summary["heldout"])
   return True
