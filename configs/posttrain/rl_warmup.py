@@ -7,13 +7,12 @@ zaya_jax/posttrain/rl.py documents the loop and `rl.base_config()` every field; 
 architecture comes from --init. Sized for the tiny SFT'd model: 40 steps are ~10 CPU minutes on 2 idle cores
 (15-20 wall minutes on a shared machine).
 
-Measured on the tiny SFT'd model (greedy held-out 6.0%, 12/200): this config gave 9.5% (19/200, train.seed=0) and
-4.0% (8/200, train.seed=1), i.e. no reliable gain: at a ~5% solve rate (60-80% of the groups dropped by dynamic
-sampling) the signal of 40 steps is below the seed-to-seed spread, and which held-out problems a run gets right
-changes almost completely between runs (4-5 of the SFT model's 12 kept). Failure mode to watch (the answer
-histogram of the held-out replies): with lr 5e-4 the policy collapsed onto the answer "0" (the most frequent
-reference: ~19% of the modular answers) on 45-93/200 replies, which raised the headline accuracy to 8.0-8.5%
-(2 seeds) while the correct answers other than "0" fell from 12 to 6-7.
+Measured (README): from the 600-step SFT model (greedy held-out 19.5%) this config gave 20.0% (train.seed=0, in
+the pipeline) and 18.5% (seed 1); lr 5e-4 with 16 prompts x 8 rollouts for 80 steps gave 17.0%: no reliable
+gain, and the training prompts' accuracy shows no trend over 40-80 steps. From the 200-step SFT model (6.0%):
+9.5% / 4.0% (2 seeds). Failure mode to watch (the answer histogram of the held-out replies): with lr 5e-4 the
+6%-model's policy collapsed onto the answer "0" (~29% of the difficulty-2 modular answers) on 45-93/200
+replies, which raised the headline accuracy to 8.0-8.5% while the correct answers other than "0" fell.
 """
 
 from configs.posttrain import heldout_config
@@ -37,7 +36,7 @@ def get_config():
   config.train.update(
       steps=40,  # RL steps
       prompts_per_step=8,  # P
-      rollouts_per_prompt=16,  # G: at a ~5% solve rate, ~40% of the groups hold a correct rollout
+      rollouts_per_prompt=16,  # G: at a ~17% sampled solve rate about half of the groups hold a correct rollout
       max_new_tokens=192,  # difficulty-1/2 solutions are ~60-250 bytes
       prompt_width=160,  # the longest difficulty-1/2 problem in the chat template is ~155 tokens
       # Near-greedy rollouts: what RL reinforces is then what greedy decoding (the held-out metric) does; at

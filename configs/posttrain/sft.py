@@ -5,6 +5,9 @@ aggregation cold-start examples mixed in (spec §5.4).
 
 No `model` group: the architecture comes from --init (zaya_jax/posttrain/stages.py); a `model` group may set
 the runtime fields dtype / moe_impl / moe_block_size / moe_capacity_factor / moe_transport.
+
+Measured from the 1000-step tiny model (README): greedy held-out 0.0% -> 19.5% (6.0% after 200 steps);
+~14 minutes on 2 idle cores.
 """
 
 import ml_collections
@@ -34,14 +37,14 @@ def get_config() -> ml_collections.ConfigDict:
       muon_rms=0.2,  # RMS of a Muon update after AdamW-RMS matching
   ))
   config.train = ml_collections.ConfigDict(dict(
-      steps=200,  # optimiser steps
+      steps=600,  # optimiser steps (~3.3M tokens; held-out accuracy was still rising at 200, README)
       batch_size=4,  # packed rows per step
       seq_len=1024,  # tokens per row; long enough for an aggregation example (4 tails + question + solution)
       seed=0,  # data order and the (unused) training RNG; the params come from --init
       log_every=10,  # steps between progress lines / metrics.jsonl records
-      eval_every=100,  # steps between eval-loss measurements on held-out problems (assistant tokens only)
+      eval_every=200,  # steps between eval-loss measurements on held-out problems (assistant tokens only)
       eval_batches=2,  # batches per evaluation
-      checkpoint_every=50,  # steps between checkpoints (a final one is always written)
+      checkpoint_every=100,  # steps between checkpoints (a final one is always written)
       keep_checkpoints=2,  # how many recent checkpoints to keep
   ))
   config.balancing = ml_collections.ConfigDict(dict(
