@@ -9,7 +9,8 @@ architecture comes from --init. Sized for the tiny SFT'd model: 40 steps are ~10
 
 Measured (README): from the 600-step SFT model (greedy held-out 19.5%) this config gave 20.0% (train.seed=0, in
 the pipeline) and 18.5% (seed 1); lr 5e-4 with 16 prompts x 8 rollouts for 80 steps gave 17.0%: no reliable
-gain, and the training prompts' accuracy shows no trend over 40-80 steps. From the 200-step SFT model (6.0%):
+gain, and the training prompts' accuracy shows no trend over 40-120 steps. 120 steps of this config: 20.0% /
+17.5% / 16.0% at steps 40 / 80 / 120, greedy replies answering "0" 11 -> 39 of 200. From the 200-step SFT model (6.0%):
 9.5% / 4.0% (2 seeds). Failure mode to watch (the answer histogram of the held-out replies): with lr 5e-4 the
 6%-model's policy collapsed onto the answer "0" (~29% of the difficulty-2 modular answers) on 45-93/200
 replies, which raised the headline accuracy to 8.0-8.5% while the correct answers other than "0" fell.
