@@ -13,6 +13,7 @@ greedily until a stop token or `max_new_tokens`, and scored with `zaya_jax.rewar
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Mapping
 
 import numpy as np
@@ -52,10 +53,30 @@ def _rate(hits: list[bool]) -> float:
   return float(np.mean(hits)) if hits else 0.0
 
 
+def summarize(rows: list[dict], families, difficulties) -> dict:
+  """The held-out result of scored replies, rows {"record", "text", "tokens", "stopped", "answer", "correct"}:
+  {"accuracy", "correct", "count", "by_family", "by_difficulty", "mean_response_tokens", "stopped_fraction",
+  "answered_fraction", "top_answers" ([answer, replies] for the 3 most frequent extracted answers: a policy
+  collapsing onto one answer, a reward hack, shows here first), "samples" (the first three)}."""
+  correct = [r["correct"] for r in rows]
+  answers = collections.Counter(r["answer"] for r in rows if r["answer"] is not None)
+  return {
+      "accuracy": _rate(correct), "correct": int(sum(correct)), "count": len(rows),
+      "by_family": {f: _rate([r["correct"] for r in rows if r["record"]["family"] == f]) for f in families},
+      "by_difficulty": {str(d): _rate([r["correct"] for r in rows if r["record"]["difficulty"] == d])
+                        for d in difficulties},
+      "mean_response_tokens": float(np.mean([r["tokens"] for r in rows])),
+      "stopped_fraction": _rate([r["stopped"] for r in rows]),
+      "answered_fraction": _rate([r["answer"] is not None for r in rows]),
+      "top_answers": [[answer, count] for answer, count in answers.most_common(3)],
+      "samples": [{"problem": r["record"]["problem"], "reference": r["record"]["answer"], "response": r["text"],
+                   "correct": r["correct"]} for r in rows[:3]],
+  }
+
+
 def evaluate_heldout(params, model_config: ZayaConfig, tokenizer: Tokenizer, chat_template: ChatTemplate,
                      cfg: Mapping) -> dict:
-  """Greedy held-out accuracy -> {"accuracy", "correct", "count", "by_family", "by_difficulty",
-  "mean_response_tokens", "stopped_fraction", "answered_fraction", "samples" (the first three)}."""
+  """Greedy held-out accuracy of `params` on the problems of `cfg` -> `summarize`'s result."""
   records = heldout_records(cfg["families"], cfg["difficulties"], cfg["count"], cfg["seed"])
   prompts = [chat_template.user_prompt(tokenizer, [r["problem"]]) for r in records]
   replies = greedy_replies(params, model_config, tokenizer, prompts, max_new_tokens=cfg["max_new_tokens"],
@@ -65,22 +86,15 @@ def evaluate_heldout(params, model_config: ZayaConfig, tokenizer: Tokenizer, cha
     text = tokenizer.decode(ids)
     rows.append({"record": record, "text": text, "tokens": len(ids), "stopped": stopped,
                  "answer": extract_answer(text), "correct": math_reward(text, record["answer"]) == 1.0})
-  correct = [r["correct"] for r in rows]
-  return {
-      "accuracy": _rate(correct), "correct": int(sum(correct)), "count": len(rows),
-      "by_family": {f: _rate([r["correct"] for r in rows if r["record"]["family"] == f]) for f in cfg["families"]},
-      "by_difficulty": {str(d): _rate([r["correct"] for r in rows if r["record"]["difficulty"] == d])
-                        for d in cfg["difficulties"]},
-      "mean_response_tokens": float(np.mean([r["tokens"] for r in rows])),
-      "stopped_fraction": _rate([r["stopped"] for r in rows]),
-      "answered_fraction": _rate([r["answer"] is not None for r in rows]),
-      "samples": [{"problem": r["record"]["problem"], "reference": r["record"]["answer"], "response": r["text"],
-                   "correct": r["correct"]} for r in rows[:3]],
-  }
+  return summarize(rows, cfg["families"], cfg["difficulties"])
 
 
 def format_heldout(result: dict) -> str:
-  """One line: accuracy, per-family accuracies, mean reply length."""
+  """One line: accuracy, per-family accuracies, mean reply length, the most frequent answer."""
   families = ", ".join(f"{f} {a:.0%}" for f, a in result["by_family"].items())
-  return (f"held-out accuracy {result['accuracy']:.1%} ({result['correct']}/{result['count']}; {families}); "
+  line = (f"held-out accuracy {result['accuracy']:.1%} ({result['correct']}/{result['count']}; {families}); "
           f"mean reply {result['mean_response_tokens']:.0f} tokens, {result['stopped_fraction']:.0%} stopped")
+  if result["top_answers"]:
+    answer, count = result["top_answers"][0]
+    line += f"; most frequent answer {answer!r} in {count}/{result['count']}"
+  return line

@@ -1,0 +1,35 @@
+"""zaya_jax/posttrain/heldout.py: the held-out problems and the summary of scored replies (hand-made rows)."""
+
+import pytest
+
+from zaya_jax.posttrain import heldout
+
+
+def _row(family, difficulty, answer, correct, tokens=10, stopped=True):
+  record = {"family": family, "difficulty": difficulty, "problem": f"{family} {difficulty}?", "answer": "7"}
+  return {"record": record, "text": f"\\boxed{{{answer}}}", "tokens": tokens, "stopped": stopped,
+          "answer": answer, "correct": correct}
+
+
+def test_records_cycle_families_then_difficulties_and_stay_held_out():
+  records = heldout.heldout_records(["arithmetic", "linear"], [1, 2], 6, seed=0)
+  assert [(r["family"], r["difficulty"]) for r in records] == [
+      ("arithmetic", 1), ("linear", 1), ("arithmetic", 2), ("linear", 2), ("arithmetic", 1), ("linear", 1)]
+  assert len({r["problem"] for r in records}) == 6
+
+
+def test_summary_counts_rates_and_the_most_frequent_answers():
+  rows = [_row("arithmetic", 1, "0", False, tokens=4), _row("arithmetic", 2, "0", True, tokens=6),
+          _row("linear", 1, "0", False, stopped=False), _row("linear", 2, "5", True),
+          _row("linear", 2, None, False)]
+  result = heldout.summarize(rows, ["arithmetic", "linear", "word"], [1, 2])
+  assert (result["accuracy"], result["correct"], result["count"]) == (0.4, 2, 5)
+  assert result["by_family"] == {"arithmetic": 0.5, "linear": pytest.approx(1 / 3), "word": 0.0}
+  assert result["by_difficulty"] == {"1": 0.0, "2": pytest.approx(2 / 3)}
+  assert result["mean_response_tokens"] == 8.0
+  assert (result["stopped_fraction"], result["answered_fraction"]) == (0.8, 0.8)
+  assert result["top_answers"] == [["0", 3], ["5", 1]]  # unanswered replies are not an answer
+  assert [s["correct"] for s in result["samples"]] == [False, True, False]
+  line = heldout.format_heldout(result)
+  assert "held-out accuracy 40.0% (2/5; arithmetic 50%, linear 33%, word 0%)" in line
+  assert line.endswith("most frequent answer '0' in 3/5")
