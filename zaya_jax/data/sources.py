@@ -28,6 +28,17 @@ class SourceConfigError(ValueError):
   """A source description that cannot be built (unknown kind or key, no matching file)."""
 
 
+def _json_object(line: str | bytes) -> tuple[dict | None, str | None]:
+  """(record, None) for a line holding a JSON object, else (None, why it is not one)."""
+  try:
+    record = json.loads(line)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    return None, f"invalid JSON ({e})"
+  if not isinstance(record, dict):
+    return None, f"expected a JSON object, got {type(record).__name__}"
+  return record, None
+
+
 def iter_jsonl(path: str, error: type[Exception] = DataError) -> Iterator[tuple[str, int, dict]]:
   """("file:line", line number, record) per non-blank line of a JSONL file of objects; a line that is not valid
   JSON, or not an object, raises `error` naming the file and line."""
@@ -36,12 +47,9 @@ def iter_jsonl(path: str, error: type[Exception] = DataError) -> Iterator[tuple[
       if not line.strip():
         continue
       where = f"{path}:{line_number}"
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise error(f"{where}: invalid JSON ({e})") from e
-      if not isinstance(record, dict):
-        raise error(f"{where}: expected a JSON object, got {type(record).__name__}")
+      record, problem = _json_object(line)
+      if problem is not None:
+        raise error(f"{where}: {problem}")
       yield where, line_number, record
 
 
@@ -116,12 +124,9 @@ class JsonlSource(_LineIndexedSource):
 
   def _problem(self, line: bytes) -> str | None:
     """Why the line is not a usable record, or None."""
-    try:
-      record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      return f"invalid JSON ({e})"
-    if not isinstance(record, dict):
-      return f"expected a JSON object, got {type(record).__name__}"
+    record, problem = _json_object(line)
+    if problem is not None:
+      return problem
     if self.text_field not in record:
       return f"missing field {self.text_field!r}"
     if not isinstance(record[self.text_field], str):

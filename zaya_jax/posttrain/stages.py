@@ -97,6 +97,12 @@ def is_finished(workdir: str) -> bool:
   return os.path.isfile(os.path.join(workdir, SUMMARY_FILE))
 
 
+def _init_heldout_pending(config: ml_collections.ConfigDict, workdir: str) -> bool:
+  """Whether the init checkpoint's held-out score is still to be written: asked for, on a fresh workdir."""
+  return (config.heldout.evaluate_init and not checkpoint_steps(workdir)
+          and not os.path.isfile(os.path.join(workdir, INIT_HELDOUT_FILE)))
+
+
 def start_stage(config: ml_collections.ConfigDict, workdir: str,
                 init: str) -> tuple[ml_collections.ConfigDict, LoadedModel]:
   """Loads `init`, completes the config (`with_checkpoint_model`) and, on a fresh workdir with
@@ -106,12 +112,11 @@ def start_stage(config: ml_collections.ConfigDict, workdir: str,
   # of the trained params share one compiled program.
   loaded = loaded._replace(params=jax.device_put(loaded.params, jax.devices()[0]))
   config = with_checkpoint_model(config, loaded.config, loaded.tokenizer)
-  init_path = os.path.join(workdir, INIT_HELDOUT_FILE)
-  if config.heldout.evaluate_init and not checkpoint_steps(workdir) and not os.path.isfile(init_path):
+  if _init_heldout_pending(config, workdir):
     result = heldout.evaluate_heldout(loaded.params, stage_model(config), loaded.tokenizer, loaded.chat_template,
                                       config.heldout.to_dict())
     print(f"{config.stage} init ({init}): {heldout.format_heldout(result)}", flush=True)
-    write_json(init_path, result)
+    write_json(os.path.join(workdir, INIT_HELDOUT_FILE), result)
   return config, loaded
 
 
@@ -173,12 +178,10 @@ def reuse_heldout(previous: str, config: ml_collections.ConfigDict, workdir: str
   did."""
   summary = read_json(os.path.join(previous, SUMMARY_FILE))
   previous_config = read_json(os.path.join(previous, "config.json"))
-  path = os.path.join(workdir, INIT_HELDOUT_FILE)
-  if (summary is None or previous_config is None or "model" in config or not config.heldout.evaluate_init
-      or os.path.isfile(path) or checkpoint_steps(workdir)
+  if (summary is None or previous_config is None or "model" in config or not _init_heldout_pending(config, workdir)
       or _measurement(previous_config.get("heldout") or {}) != _measurement(config.heldout.to_dict())):
     return False
-  write_json(path, summary["heldout"])
+  write_json(os.path.join(workdir, INIT_HELDOUT_FILE), summary["heldout"])
   return True
 
 
