@@ -2,6 +2,7 @@
 wall time of Markovian RSA (N=16) against one trace of the same sequential length, on configs/bench_small.py.
 
   python benchmarks/decode.py [--prompt 128] [--new 128] [--batches 1 8] [--repeats 3] [--torch-threads N]
+                              [--torch-device cuda]   # on a GPU: transformers on the same GPU as JAX
 
 Both sides run the same fp32 weights (written with save_hf_checkpoint, read with from_pretrained), greedy,
 no stop token, in one process. Throughputs are taken from whole `generate` calls so that both sides are
@@ -48,12 +49,14 @@ def ours(params, config, ids, new):
 
 
 def reference(model, ids, new):
-  ids = torch.as_tensor(ids)
+  ids = torch.as_tensor(ids, device=model.device)
 
   def run():
     with torch.no_grad():
       model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
                      do_sample=False, eos_token_id=None, pad_token_id=0)
+    if model.device.type == "cuda":  # generate returns before the GPU finishes
+      torch.cuda.synchronize()
   return run
 
 
@@ -104,6 +107,7 @@ def main():
   parser.add_argument("--rsa-budget", type=int, default=128)
   parser.add_argument("--rsa-tail", type=int, default=32)
   parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
+  parser.add_argument("--torch-device", default="cpu", help="where transformers runs, e.g. cuda")
   args = parser.parse_args()
   if args.torch_threads:
     torch.set_num_threads(args.torch_threads)
@@ -111,12 +115,13 @@ def main():
   params = init_params(config, jax.random.key(0))
   with tempfile.TemporaryDirectory() as tmp:
     save_hf_checkpoint(tmp, config, params)
-    model = transformers.ZayaForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+    model = transformers.ZayaForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval().to(args.torch_device)
   E = config.num_experts
   auto = f"{moe.resolve_impl(config.moe_impl, E, E)} up to {E} tokens a call, else " \
          f"{moe.resolve_impl(config.moe_impl, E + 1, E)}"
-  print(f"backend {jax.default_backend()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, torch "
-        f"threads {torch.get_num_threads()}, moe_impl {config.moe_impl} ({auto}); prompt {args.prompt}, "
+  print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}, torch on {args.torch_device} with {torch.get_num_threads()} threads, "
+        f"moe_impl {config.moe_impl} ({auto}); prompt {args.prompt}, "
         f"{args.new} new tokens, fp32, greedy")
   print("| batch | prefill tok/s zaya_jax | prefill tok/s transformers | decode tok/s zaya_jax | "
         "decode tok/s transformers | decode speed-up |")

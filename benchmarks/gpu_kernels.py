@@ -1,7 +1,7 @@
 """bf16 numerics and timings of the Pallas MoE kernels (gmm, tgmm, router) against their pure-JAX references.
 
   python benchmarks/gpu_kernels.py                        # ZAYA1-8B shapes, 4k and 16k tokens
-  python benchmarks/gpu_kernels.py --tokens 4096 --configs default
+  python benchmarks/gpu_kernels.py --tokens 4096 --configs nvidia
 
 Needs a GPU (CUDA or ROCm) and exits with status 2 at once without one. Shapes: D=2048, I=2048 (gate_up
 N=4096), 16 experts + skip route, router width 256; tokens are routed uniformly over the 17 classes, so about
@@ -26,18 +26,18 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pallas_kernels.gmm import gmm, gmm_reference, tgmm, tgmm_reference  # noqa: E402
+from pallas_kernels.gmm import NVIDIA_LAUNCH, PORTABLE_LAUNCH, gmm, gmm_reference, tgmm, tgmm_reference  # noqa: E402
 from pallas_kernels.router import router_reference, zaya_router  # noqa: E402
 
 D, I, E, R = 2048, 2048, 16, 256
 C = E + 1
 EPS = 1e-5
 BF16 = jnp.bfloat16
-CONFIGS = {  # name -> launch parameters of the grouped matmuls and of the router
-    "default": {"gmm": dict(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=2),
-                "router": dict(block_t=64, block_d=64, block_r=64, num_warps=4, num_stages=2)},
-    "large": {"gmm": dict(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),
-              "router": dict(block_t=128, block_d=64, block_r=64, num_warps=8, num_stages=2)},
+CONFIGS = {  # name -> launch parameters of the grouped matmuls (gmm's two defaults) and of the router
+    "portable": {"gmm": PORTABLE_LAUNCH,
+                 "router": dict(block_t=64, block_d=64, block_r=64, num_warps=4, num_stages=2)},
+    "nvidia": {"gmm": NVIDIA_LAUNCH,
+               "router": dict(block_t=128, block_d=64, block_r=64, num_warps=8, num_stages=2)},
 }
 
 

@@ -37,6 +37,7 @@ def test_config_files_build_valid_model_configs(name):
     ({"dtype": "float64"}, "dtype must be one of"),
     ({"eos_token_id": 300000}, r"eos_token_id=300000 is outside the vocabulary"),
     ({"hidden_act": "gelu"}, "hidden_act must be 'silu'"),
+    ({"router_impl": "triton"}, "router_impl must be one of"),
 ])
 def test_invalid_configs_raise_clear_errors(changes, message):
   with pytest.raises(ConfigError, match=message):

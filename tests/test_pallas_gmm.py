@@ -130,6 +130,16 @@ def test_tgmm_matches_reference_and_oracle():
   _assert_close(out, oracle_tgmm(lhs, dout, gs), jnp.float32)
 
 
+def test_launch_defaults_by_vendor():
+  assert G.launch_defaults("NVIDIA H200") == G.NVIDIA_LAUNCH
+  for kind in ("AMD Instinct MI300X", "cpu"):
+    assert G.launch_defaults(kind) == G.PORTABLE_LAUNCH
+  # Parameters left None are filled per parameter (from the default device's vendor): block_m alone may be set.
+  defaults = G.launch_defaults(jax.devices()[0].device_kind)
+  assert G._config(True, block_m=16, block_n=None, block_k=None, num_warps=None, num_stages=None) == \
+      G.KernelConfig(**{**defaults, "block_m": 16}, interpret=True)
+
+
 def test_bad_arguments_raise():
   lhs, rhs, gs, dout = jnp.zeros((8, 16)), jnp.zeros((2, 16, 16)), jnp.array([4, 4]), jnp.zeros((8, 16))
   with pytest.raises(ValueError, match="block_m"):

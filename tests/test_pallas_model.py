@@ -1,5 +1,5 @@
-"""The model with moe_impl='pallas': same function as the reference dispatch (CPU, interpret mode), and the
-whole forward pass cross-lowers for ROCm and CUDA through Triton kernels only."""
+"""The model with moe_impl='pallas' and router_impl='pallas': same function as the reference dispatch (CPU,
+interpret mode), and the whole forward pass cross-lowers for ROCm and CUDA through Triton kernels only."""
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +17,7 @@ def test_pallas_forward_and_grads_equal_reference(reference_models):
   ids = np.random.RandomState(40).randint(0, config.vocab_size, (2, 7))
 
   def loss_and_grad(impl):
-    cfg = config.replace(moe_impl=impl)
+    cfg = config.replace(moe_impl=impl, router_impl="pallas" if impl == "pallas" else "xla")
     return jax.value_and_grad(lambda p: jnp.sum(forward(p, cfg, ids) ** 2) / 1e4)(params)
 
   ref_loss, ref_grads = loss_and_grad("reference")
@@ -29,7 +29,8 @@ def test_pallas_forward_and_grads_equal_reference(reference_models):
 
 @pytest.mark.parametrize("platform", ["rocm", "cuda"])
 def test_pallas_forward_cross_lowers_to_triton(platform):
-  config = TINY_CONFIGS["base"].replace(moe_impl="pallas", dtype="bfloat16", param_dtype="bfloat16")
+  config = TINY_CONFIGS["base"].replace(moe_impl="pallas", router_impl="pallas", dtype="bfloat16",
+                                        param_dtype="bfloat16")
   params = jax.eval_shape(lambda: api.init_params(config, jax.random.key(0)))
   ids = jax.ShapeDtypeStruct((2, 16), jnp.int32)
   with pallas_kernels.interpret_mode(False):

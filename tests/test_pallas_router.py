@@ -27,7 +27,8 @@ ROUTE_MARGIN = 2.0 ** -5
 def _config(dtype):
   return ZayaConfig(vocab_size=64, hidden_size=D, num_hidden_layers=2, num_attention_heads=2,
                     num_key_value_heads=1, head_dim=16, moe_intermediate_size=16, num_experts=E,
-                    router_hidden_size=R, eos_token_id=1, dtype=dtype, initializer_range=0.2)
+                    router_hidden_size=R, eos_token_id=1, dtype=dtype, initializer_range=0.2,
+                    router_impl="xla")  # the model's own XLA router (the kernel is compared separately)
 
 
 @functools.lru_cache(maxsize=None)

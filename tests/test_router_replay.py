@@ -72,8 +72,8 @@ def test_every_moe_impl_runs_the_forced_routes(params, ids):
   other = _other_choices(own)
   reference = api.forward(params, CONFIG, ids, expert_choices=other)
   assert float(jnp.max(jnp.abs(reference - logits))) > 1e-3
-  for impl in ("blocked", "gather", "ragged_dot", "pallas"):  # pallas: its router kernel, in interpret mode here
-    config = dataclasses.replace(CONFIG, moe_impl=impl)
+  for impl in ("blocked", "gather", "ragged_dot", "pallas"):  # pallas: with the router kernel, interpreted here
+    config = dataclasses.replace(CONFIG, moe_impl=impl, router_impl="pallas" if impl == "pallas" else "auto")
     np.testing.assert_allclose(np.asarray(api.forward(params, config, ids, expert_choices=other)),
                                np.asarray(reference), rtol=0, atol=1e-5, err_msg=impl)
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 LAYER_TYPES = ("hybrid", "hybrid_sliding")
 MOE_IMPLS = ("auto", "reference", "gather", "blocked", "ragged_dot", "pallas")
 MOE_TRANSPORTS = ("auto", "all_to_all", "ragged")
+ROUTER_IMPLS = ("auto", "xla", "pallas")
 DTYPES = ("float32", "bfloat16", "float16")
 
 # transformers config.json keys that carry no architecture information for this implementation.
@@ -80,6 +81,9 @@ class ZayaConfig:
   moe_block_size: int = 128  # rows per dense matmul block of the `blocked` dispatch (groups pad to it)
   moe_capacity_factor: float | None = None  # expert parallel: slots per device pair / (N_loc / ep); None = dropless
   moe_transport: str = "auto"  # expert parallel: all_to_all (padded) | ragged (GPU) | auto (ragged on GPU)
+  # xla | pallas (the fused Pallas router kernel, same function) | auto = xla: on an H200 XLA's fusion of the
+  # router was 1.3-1.9x faster than the kernel at 4k-16k tokens (README, benchmarks/gpu_kernels.py).
+  router_impl: str = "auto"
 
   def __post_init__(self):
     if self.layer_types is None:
@@ -141,6 +145,8 @@ class ZayaConfig:
       raise ConfigError(f"moe_capacity_factor must be positive or None, got {self.moe_capacity_factor!r}")
     if self.moe_transport not in MOE_TRANSPORTS:
       raise ConfigError(f"moe_transport must be one of {MOE_TRANSPORTS}, got {self.moe_transport!r}")
+    if self.router_impl not in ROUTER_IMPLS:
+      raise ConfigError(f"router_impl must be one of {ROUTER_IMPLS}, got {self.router_impl!r}")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in DTYPES:
         raise ConfigError(f"{name} must be one of {DTYPES}, got {getattr(self, name)!r}")

@@ -221,7 +221,7 @@ class Param(nn.Module):
 class Router(nn.Module):
   """ZAYA router (ZAYA1.md §3.6): EDA carry, RMSNorm, GELU MLP, softmax over experts + skip, biased top-1.
 
-  The math is `routing.route`; with moe_impl 'pallas' the fused Pallas kernel computes the same function.
+  The math is `routing.route`; with router_impl 'pallas' the fused Pallas kernel computes the same function.
   """
   config: ZayaConfig
   use_eda: bool
@@ -254,7 +254,7 @@ class Router(nn.Module):
     if self.use_eda:
       p["router_states_scale"] = _param(self, "router_states_scale", ones, (R,), ("router",), pdt)
     carry = carry_BSR.reshape(-1, R) if self.use_eda else None
-    if moe.resolve_impl(cfg.moe_impl) == "pallas":
+    if cfg.router_impl == "pallas":
       from pallas_kernels import router as pallas_router  # only this path needs the kernels
       out = pallas_router.zaya_router(x, carry, p, eps=cfg.rms_norm_eps, use_eda=self.use_eda)
     else:

@@ -39,7 +39,7 @@ INIT_HELDOUT_FILE = "heldout_init.json"
 STAGE_KINDS = ("sft", "rl")
 DEFAULT_STAGES = ("sft", "rl_warmup", "rl_envs", "rl_math_code_ttc", "rl_code", "rl_behavior")
 # Model fields a stage may choose itself: they change how the model runs, not what it computes.
-RUNTIME_MODEL_FIELDS = ("dtype", "moe_impl", "moe_block_size", "moe_capacity_factor", "moe_transport")
+RUNTIME_MODEL_FIELDS = ("dtype", "moe_impl", "moe_block_size", "moe_capacity_factor", "moe_transport", "router_impl")
 
 
 class StageError(ValueError):
@@ -123,12 +123,16 @@ def start_stage(config: ml_collections.ConfigDict, workdir: str,
 def finish_stage(config: ml_collections.ConfigDict, workdir: str, init: str, params, loaded: LoadedModel,
                  **extra) -> dict:
   """Scores the final params on the held-out problems, prints the result and writes <workdir>/summary.json
-  ({"stage", "init", "steps", "heldout", "heldout_init" (or None), **extra}); returns it."""
+  ({"stage", "init", "steps", "heldout", "heldout_init" (or None), "heldout_change" (`heldout.compare`, or
+  None), **extra}); returns it."""
   result = heldout.evaluate_heldout(params, stage_model(config), loaded.tokenizer, loaded.chat_template,
                                     config.heldout.to_dict())
-  print(f"{config.stage} final: {heldout.format_heldout(result)}", flush=True)
+  init_result = read_json(os.path.join(workdir, INIT_HELDOUT_FILE))
+  change = heldout.compare(init_result, result)
+  print(f"{config.stage} final: {heldout.format_heldout(result)}"
+        + (f"; change from init {heldout.format_change(change)}" if change else ""), flush=True)
   summary = {"stage": config.stage, "init": init, "steps": config.train.steps, "heldout": result,
-             "heldout_init": read_json(os.path.join(workdir, INIT_HELDOUT_FILE)), **extra}
+             "heldout_init": init_result, "heldout_change": change, **extra}
   write_json(os.path.join(workdir, SUMMARY_FILE), summary)
   return summary
 
@@ -203,14 +207,15 @@ def run_pipeline(config: ml_collections.ConfigDict, workdir: str, init: str) -> 
         return None
     summary = read_json(os.path.join(stage_dir, SUMMARY_FILE))
     rows.append({"stage": name, "workdir": stage_dir, "accuracy": summary["heldout"]["accuracy"],
-                 "init_accuracy": (summary["heldout_init"] or {}).get("accuracy")})
+                 "init_accuracy": (summary["heldout_init"] or {}).get("accuracy"),
+                 "change": summary.get("heldout_change")})
     previous = stage_dir
   result = {"init": init, "stages": rows}
   write_json(os.path.join(workdir, SUMMARY_FILE), result)
   print("held-out accuracy by stage:\n" + "\n".join(
       f"  {r['stage']:<18} {r['accuracy']:.1%}" + (f" (from {r['init_accuracy']:.1%})"
-                                                   if r["init_accuracy"] is not None else "") for r in rows),
-        flush=True)
+                                                   if r["init_accuracy"] is not None else "")
+      + (f", {heldout.format_change(r['change'])}" if r["change"] else "") for r in rows), flush=True)
   return result
 
 
