@@ -30,6 +30,22 @@ def test_summary_counts_rates_and_the_most_frequent_answers():
   assert (result["stopped_fraction"], result["answered_fraction"]) == (0.8, 0.8)
   assert result["top_answers"] == [["0", 3], ["5", 1]]  # unanswered replies are not an answer
   assert [s["correct"] for s in result["samples"]] == [False, True, False]
+  assert result["per_problem"] == "01010"
+  low, high = result["interval_95"]
+  assert 0.0 <= low < 0.4 < high <= 0.8  # a bootstrap mean of 5 problems, 2 correct, is a multiple of 0.2
   line = heldout.format_heldout(result)
-  assert "held-out accuracy 40.0% (2/5; arithmetic 50%, linear 33%, word 0%)" in line
+  assert f"held-out accuracy 40.0% (95% CI {low:.1%}-{high:.1%}; 2/5; arithmetic 50%, linear 33%, word 0%)" in line
   assert line.endswith("most frequent answer '0' in 3/5")
+
+
+def test_compare_pairs_the_same_problems():
+  init = {"per_problem": "0011" * 25}
+  final = {"per_problem": "0111" * 25}  # one problem in four gained, none lost
+  change = heldout.compare(init, final)
+  assert change["change"] == pytest.approx(0.25)
+  low, high = change["interval_95"]
+  assert 0.1 < low < 0.25 < high < 0.4
+  assert heldout.compare(final, final) == {"change": 0.0, "interval_95": [0.0, 0.0]}  # paired: no noise at all
+  assert heldout.format_change(change).startswith("+25.0 points (95% CI +")
+  for missing in (None, {}, {"per_problem": "0111"}):  # no init score, an old summary, other problems
+    assert heldout.compare(missing, final) is None
