@@ -43,6 +43,12 @@ def test_dynamic_sampling_keeps_groups_with_reward_variance():
   np.testing.assert_array_equal(obj.has_variance(REWARDS), [True, False, False, True])
 
 
+def test_min_correct_keeps_groups_with_enough_correct_rollouts():
+  correct = [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]]
+  np.testing.assert_array_equal(obj.enough_successes(correct, 2), [False, True, False, True])
+  np.testing.assert_array_equal(obj.enough_successes(correct, 0), [True] * 4)
+
+
 def test_length_bonus_hand_computed():
   cfg = obj.LengthReward(coef=1.0, max_len=110, len_tol=2, acc_tol=0.1)
   correct = [[1, 1, 1, 0],  # p = 0.75, shortest correct 10

@@ -181,6 +181,17 @@ def test_training_weights_drop_groups_without_variance_and_optionally_truncated_
   np.testing.assert_allclose(batch["advantages"], [3, -1, -1, -1, 0, 0, 0, 0, -1, 3, -1, -1])  # MaxRL, r̄ = 1/4
 
 
+def test_min_correct_drops_groups_with_fewer_correct_rollouts():
+  s, _ = _fake_groups()
+  s.rewards = np.asarray([[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 1]], np.float32)
+  s.correct = s.rewards > 0
+  config = _config()
+  config.rl.min_correct = 2
+  batch = rl._training_batch(s, config.rl, rl.objectives.LengthReward(), {})
+  np.testing.assert_array_equal(batch["weights"], np.repeat([0.0, 1.0, 1.0], 4))
+  np.testing.assert_array_equal(s.kept, [False, True, True])
+
+
 def test_allocate_splits_prompts_by_largest_remainder():
   assert rl_tasks.allocate(8, {"math": 1.0, "code": 1.0, "envs": 0.0}) == {"math": 4, "code": 4}
   assert rl_tasks.allocate(7, {"math": 0.5, "code": 0.25, "behavior": 0.25}) == {"math": 3, "code": 2, "behavior": 2}
@@ -216,6 +227,7 @@ def test_code_tasks_accept_a_correct_program_and_reject_a_wrong_one(template):
     (dict(minibatches=3), "must divide"),
     (dict(aggregation_fraction=0.75), "need as many plain prompts"),
     (dict(advantage="ppo"), "rl.advantage must be one of"),
+    (dict(min_correct=5), r"rl.min_correct must lie in \[0, G=4\]"),
 ])
 def test_config_errors_are_named(change, message):
   config = _config()

@@ -92,6 +92,16 @@ def has_variance(rewards_PG):
   return jnp.any(r != r[:, :1], axis=1)
 
 
+def enough_successes(correct_PG, minimum: int):
+  """[P] bool: the groups with at least `minimum` correct rollouts (0 keeps all).
+
+  A policy that cannot solve a problem still answers it correctly now and then by guessing a frequent answer
+  (small integers, 0 for many modular products); a group with one correct rollout in G is most often such a
+  guess, and its advantage (largest under MaxRL: G − 1) teaches guessing. At a 5% guess rate and G = 16, 4% of
+  groups have 3 or more correct rollouts, against 65% at a 20% solve rate."""
+  return jnp.sum(jnp.asarray(correct_PG, jnp.int32), axis=1) >= minimum
+
+
 def response_logprobs(logits_BSV, tokens_BS, prompt_width: int, temperature: float = 1.0, vocab_limit: int = 0):
   """log π(token) of the response tokens -> [B, T], T = S − prompt_width.
 

@@ -116,6 +116,7 @@ def base_config() -> ml_collections.ConfigDict:
       ratio_cap=20.0,  # cap on the importance ratio's gradient weight
       minibatches=1,  # optimiser updates per step (1 = on-policy)
       dynamic_sampling=True,  # drop groups whose rewards are all equal
+      min_correct=0,  # also drop groups with fewer correct rollouts (objectives.enough_successes); 0 = off
       mask_truncated=False,  # DAPO's overlong filtering: rollouts cut at max_new_tokens get no gradient
       length_reward=dict(coef=0.0, max_len=128, len_tol=8, acc_tol=0.1),  # objectives.LengthReward
       aggregation_fraction=0.0,  # fraction of the prompts that are Markovian RSA aggregation prompts
@@ -239,13 +240,15 @@ def _aggregation_sources(plain: GroupSet, count: int, candidates: int, tail: int
 def _training_batch(s: GroupSet, rc: ml_collections.ConfigDict, length_cfg: objectives.LengthReward,
                     best: dict[str, float]) -> dict[str, np.ndarray]:
   """Advantages [P'G] and rollout weights [P'G] of one group set, with its tokens, mask and lengths; sets
-  s.kept [P']. A rollout weighs 0 when dynamic sampling drops its group, and with `rl.mask_truncated` when it
-  hit the token budget without a stop token (its reward still counts in the group's mean)."""
+  s.kept [P']. A rollout weighs 0 when dynamic sampling or `rl.min_correct` drops its group, and with
+  `rl.mask_truncated` when it hit the token budget without a stop token (its reward still counts in the group's
+  mean)."""
   G = s.group_size
   rate = np.asarray([best.get(task.source, 0.0) for task in s.tasks], np.float32)
   bonus = objectives.length_bonus(s.correct, s.lengths.reshape(-1, G), rate, length_cfg)
   adv = np.asarray(objectives.advantages(s.rewards, rc.advantage, bonus), np.float32)
-  s.kept = np.asarray(objectives.has_variance(s.rewards)) if rc.dynamic_sampling else np.ones(len(s.tasks), bool)
+  varied = objectives.has_variance(s.rewards) if rc.dynamic_sampling else True
+  s.kept = np.asarray(varied & objectives.enough_successes(s.correct, rc.min_correct))
   batch = {"tokens": s.tokens, "mask": s.mask, "lengths": s.lengths, "advantages": adv.reshape(-1),
            "weights": (np.repeat(s.kept, G) & (s.rollouts.stopped | (not rc.mask_truncated))).astype(np.float32)}
   if s.rollouts.expert_choices is not None:  # router replay: the routes of prompt | response [P'G, W+T, L]
@@ -313,6 +316,8 @@ def _check(config: ml_collections.ConfigDict) -> tuple[int, int]:
     raise RLConfigError(f"need train.prompts_per_step >= 1 and train.rollouts_per_prompt >= 2, got {P}, {G}")
   if rc.advantage not in objectives.ADVANTAGES:
     raise RLConfigError(f"rl.advantage must be one of {objectives.ADVANTAGES}, got {rc.advantage!r}")
+  if not 0 <= rc.min_correct <= G:
+    raise RLConfigError(f"rl.min_correct must lie in [0, G={G}], got {rc.min_correct}")
   if not 0.0 <= rc.aggregation_fraction < 1.0:
     raise RLConfigError(f"rl.aggregation_fraction must lie in [0, 1), got {rc.aggregation_fraction}")
   n_agg = int(round(rc.aggregation_fraction * P))
