@@ -31,6 +31,14 @@ def test_answers_are_correct_where_cheaply_recomputable():
     assert pow(int(base), int(k), int(m)) == int(r["answer"])
 
 
+def test_modular_answers_are_rarely_zero():
+  for difficulty in (2, 3, 4):  # products and powers mod a prime, factors not multiples of it: never 0
+    records = [corpus.make_record("modular", difficulty, 0, i) for i in range(200)]
+    assert all(r["answer"] != "0" for r in records), difficulty
+    assert all(int(r["problem"].rsplit(" mod ", 1)[1][:-1]) in (5, 7, 11, 13, 17, 19, 23, 29, 31) for r in records
+               if difficulty <= 3)
+
+
 def test_determinism():
   a = corpus.make_record("linear", 3, seed=7, index=11)
   assert a == corpus.make_record("linear", 3, seed=7, index=11)
