@@ -7,13 +7,12 @@ zaya_jax/posttrain/rl.py documents the loop and `rl.base_config()` every field; 
 architecture comes from --init. Sized for the tiny SFT'd model: 40 steps are ~10 CPU minutes on 2 idle cores
 (15-20 wall minutes on a shared machine).
 
-Measured (README): from the 600-step SFT model (greedy held-out 19.5%) this config gave 20.0% (train.seed=0, in
-the pipeline) and 18.5% (seed 1); lr 5e-4 with 16 prompts x 8 rollouts for 80 steps gave 17.0%: no reliable
-gain, and the training prompts' accuracy shows no trend over 40-120 steps. 120 steps of this config: 20.0% /
-17.5% / 16.0% at steps 40 / 80 / 120, greedy replies answering "0" 11 -> 39 of 200. From the 200-step SFT model (6.0%):
-9.5% / 4.0% (2 seeds). Failure mode to watch (the answer histogram of the held-out replies): with lr 5e-4 the
-6%-model's policy collapsed onto the answer "0" (~29% of the difficulty-2 modular answers) on 45-93/200
-replies, which raised the headline accuracy to 8.0-8.5% while the correct answers other than "0" fell.
+Measured (README; held-out 1000 problems, paired change from the init), from the 600-step SFT model (14.3%):
+this config +1.0 [-0.7, +2.6] and +0.8 [-1.0, +2.7] points (train.seed 0 / 1), +0.0 after 100 steps; with
+rl.min_correct=0 -0.1 and -0.5, seed 1 drifting onto the answer "0" (118 of 1000 greedy replies). No
+measurable gain yet. Failure mode to watch (`top_answers` in summary.json): the policy learning to guess a
+frequent answer; on the earlier corpus (composite moduli, ~29% of difficulty-2 modular answers 0) the warm-up
+moved 113-231 of 1000 replies onto one answer under MaxRL, GRPO and min_correct alike.
 """
 
 from configs.posttrain import heldout_config
@@ -26,7 +25,7 @@ def get_config():
   config.optim.update(
       # Muon updates are RMS-matched to AdamW's (~0.2 lr per entry); 2e-3 made replies run on. 5e-4 (2 seeds)
       # collapsed greedy replies onto the answer "0" (45-93/200 replies; a reward hack, not solving);
-      # 2e-4 kept the answer distribution broad ("0" in 9-12/200 replies, SFT: 8/200): 19/200 and 8/200 (2 seeds).
+      # 2e-4 kept the answer distribution broad ("0" in 9-12/200 replies, SFT: 8/200) (earlier corpus).
       lr=2e-4,
       warmup_steps=4,  # optimiser updates (two per step)
       # The report's RL Muon has no momentum at 128 prompts x 16 rollouts per minibatch; with 4 prompts per
@@ -56,6 +55,9 @@ def get_config():
       # that stop get. With True (lr 5e-4, seed 0) the truncated fraction of the rollouts rose from 0.5% (steps
       # 1-10) to 16% (steps 31-40), greedy stopped replies fell from 98.5% to 82%, held-out 6.0% -> 6.5%.
       mask_truncated=False,
+      # Groups with fewer than 3 correct rollouts of 16 are dropped: at this model's ~15% solve rate a single
+      # correct rollout is most often a guess of a frequent answer, which MaxRL weights by G - 1 (README).
+      min_correct=3,
   )
   config.rewards.mix.update(math=1.0)
   config.rewards.math.update(families=list(corpus.MATH_FAMILIES), difficulties=[1, 2], seed=0)
