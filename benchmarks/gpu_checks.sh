@@ -14,6 +14,7 @@ set -u
 out=${1:-gpu_checks_out}
 selected=" ${*:2} "
 mkdir -p "$out"
+out=$(cd "$out" && pwd)  # absolute: the steps run from the repository root
 cd "$(dirname "$0")/.."
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 

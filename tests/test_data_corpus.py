@@ -31,7 +31,7 @@ def test_answers_are_correct_where_cheaply_recomputable():
     assert pow(int(base), int(k), int(m)) == int(r["answer"])
 
 
-def test_modular_answers_are_rarely_zero():
+def test_modular_products_and_powers_are_never_zero():
   for difficulty in (2, 3, 4):  # products and powers mod a prime, factors not multiples of it: never 0
     records = [corpus.make_record("modular", difficulty, 0, i) for i in range(200)]
     assert all(r["answer"] != "0" for r in records), difficulty
