@@ -192,6 +192,20 @@ def test_min_correct_drops_groups_with_fewer_correct_rollouts():
   np.testing.assert_array_equal(s.kept, [False, True, True])
 
 
+def test_minibatches_hold_their_share_of_kept_groups_cut_to_a_power_of_two():
+  kept = np.asarray([0, 1, 0, 1, 1, 0, 0, 0], bool)  # kept-first order: 1, 3, 4, then 0, 2, 5, 6, 7
+  one, = rl.minibatch_groups(kept, 1)
+  np.testing.assert_array_equal(one, [1, 3, 4, 0])  # 3 kept -> 4 groups
+  first, second = rl.minibatch_groups(kept, 2)
+  np.testing.assert_array_equal(first, [1, 3, 4, 0])  # the first half of the order: 3 kept -> 4
+  assert len(second) == 0  # only dropped groups: skipped
+  halves = rl.minibatch_groups(np.ones(8, bool), 2)
+  np.testing.assert_array_equal(np.concatenate(halves), np.arange(8))
+  one, = rl.minibatch_groups(np.asarray([0, 0, 1, 0, 0], bool), 1)
+  np.testing.assert_array_equal(one, [2])
+  assert [len(g) for g in rl.minibatch_groups(np.asarray([1] * 5 + [0] * 3, bool), 1)] == [8]  # 5 -> 8
+
+
 def test_allocate_splits_prompts_by_largest_remainder():
   assert rl_tasks.allocate(8, {"math": 1.0, "code": 1.0, "envs": 0.0}) == {"math": 4, "code": 4}
   assert rl_tasks.allocate(7, {"math": 0.5, "code": 0.25, "behavior": 0.25}) == {"math": 3, "code": 2, "behavior": 2}

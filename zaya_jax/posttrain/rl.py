@@ -256,35 +256,48 @@ def _training_batch(s: GroupSet, rc: ml_collections.ConfigDict, length_cfg: obje
   return batch
 
 
+def minibatch_groups(kept_P, M: int) -> list[np.ndarray]:
+  """The group indices each of the M minibatches trains on: the m-th 1/M of the groups in kept-first order,
+  cut after its kept groups to the next power of two (at most its share). Dropped groups weigh 0, so the cut
+  leaves the update unchanged and spares their forward and backward passes (at a ~20% solve rate most groups
+  are dropped), while the power-of-two sizes bound the compiled programs to log2(P/M) + 1 per prompt width."""
+  kept = np.asarray(kept_P, bool)
+  order = np.argsort(~kept, kind="stable")
+  P = len(kept)
+  out = []
+  for m in range(M):
+    share = order[m * P // M:(m + 1) * P // M]
+    k = int(kept[share].sum())
+    out.append(share[:min(len(share), 1 << max(k - 1, 0).bit_length())] if k else share[:0])
+  return out
+
+
 def _policy_updates(state: TrainState, sets: list[GroupSet], batches: list[dict], M: int, logprobs_fn, grads_fn,
                     apply_fn) -> tuple[TrainState, dict]:
   """The optimiser updates of one step -> (state, totals: loss, LossStats sums, grad_norm, updates, counts).
 
-  Minibatch m holds the m-th 1/M of every group set's groups, kept groups first (so a minibatch of dropped
-  groups only is skipped: no forward, no update). Old log-probs come from the params before the first update.
-  Gradients of the group sets (one compiled program per prompt width) are summed with a shared Dr-GRPO
-  divisor, the number of counted rollouts of the minibatch, then applied once.
+  Minibatch m holds the m-th 1/M of every group set's groups, kept groups first, cut to `minibatch_groups`
+  (a minibatch of dropped groups only is skipped: no forward, no update). Old log-probs come from the params
+  before the first update. Gradients of the group sets (one compiled program per prompt width and group count)
+  are summed with a shared Dr-GRPO divisor, the number of counted rollouts of the minibatch, then applied once.
   """
-  parts = []  # parts[m][i]: minibatch m of group set i
-  for m in range(M):
-    row = []
-    for s, batch in zip(sets, batches):
-      P, G = len(s.tasks), s.group_size
-      groups = np.argsort(~s.kept, kind="stable")[m * P // M:(m + 1) * P // M]
-      rows = (groups[:, None] * G + np.arange(G)).reshape(-1)
-      row.append({k: jnp.asarray(v[rows]) for k, v in batch.items()})
-    parts.append(row)
-  live = [m for m in range(M) if sum(float(part["weights"].sum()) for part in parts[m]) > 0]
+  parts = [[] for _ in range(M)]  # parts[m]: (group set, its rows of minibatch m) for the sets with rows in it
+  for s, batch in zip(sets, batches):
+    for m, groups in enumerate(minibatch_groups(s.kept, M)):
+      if len(groups):
+        rows = (groups[:, None] * s.group_size + np.arange(s.group_size)).reshape(-1)
+        parts[m].append((s, {k: jnp.asarray(v[rows]) for k, v in batch.items()}))
+  live = [m for m in range(M) if sum(float(part["weights"].sum()) for _, part in parts[m]) > 0]
   for m in live:
-    for s, part in zip(sets, parts[m]):
+    for s, part in parts[m]:
       part["old_logp"] = logprobs_fn(state.params, part["tokens"], part["mask"], s.width,
                                      part.get("expert_choices"))
   totals = {"loss": 0.0, "tokens": 0.0, "masked": 0.0, "ratio_sum": 0.0, "grad_norm": 0.0, "updates": 0,
             "counts": None}
   for m in live:
-    num_rollouts = jnp.float32(sum(float(part["weights"].sum()) for part in parts[m]))
+    num_rollouts = jnp.float32(sum(float(part["weights"].sum()) for _, part in parts[m]))
     grads, counts = None, 0.0
-    for s, part in zip(sets, parts[m]):
+    for s, part in parts[m]:
       g, out = grads_fn(state.params, part, s.width, num_rollouts)
       grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
       counts = counts + out["counts"]
