@@ -96,6 +96,19 @@ def test_rl_steps_update_the_params_and_log_the_metrics(runs, params):
   assert all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), loaded.params, state.params)))
 
 
+def test_rl_raises_a_learnable_reward(params, tmp_path):
+  """The loop optimises its objective: a reward the policy controls through its first token climbs."""
+  config = _config()
+  config.train.update(steps=20, prompts_per_step=8, rollouts_per_prompt=8, checkpoint_every=100)
+  config.rl.update(aggregation_fraction=0.0, minibatches=1)
+  config.optim.lr = 1e-2
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(rl_tasks, "_math_score", _first_byte_even)
+    rl.train_rl(config, str(tmp_path), params, TOKENIZER, TEMPLATE)
+  accuracy = [r["accuracy"] for r in _records(str(tmp_path))]
+  assert np.mean(accuracy[-5:]) > np.mean(accuracy[:5]) + 0.25, accuracy
+
+
 def test_a_resumed_stage_repeats_the_uninterrupted_run(runs):
   straight, state, resumed, state_resumed = runs
   assert _records(resumed) == _records(straight)
