@@ -49,3 +49,29 @@ def test_compare_pairs_the_same_problems():
   assert heldout.format_change(change).startswith("+25.0 points (95% CI +")
   for missing in (None, {}, {"per_problem": "0111"}):  # no init score, an old summary, other problems
     assert heldout.compare(missing, final) is None
+
+
+def test_sampled_summary_is_avg_at_k_with_pass_at_k_and_counts_per_problem():
+  correct = [[1, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]]
+  result = heldout.summarize_sampled(correct, temperature=0.5)
+  assert (result["k"], result["temperature"]) == (4, 0.5)
+  assert result["accuracy"] == pytest.approx(5 / 12) and result["pass_at_k"] == pytest.approx(2 / 3)
+  assert result["per_problem"] == [1, 4, 0]
+  low, high = result["interval_95"]
+  assert 0.0 <= low < 5 / 12 < high <= 1.0
+
+
+def test_compare_pairs_avg_at_k_when_both_sampled_alike():
+  greedy = {"per_problem": "01" * 50}
+  init = dict(greedy, sampled={"k": 4, "temperature": 0.5, "per_problem": [1, 2] * 50})
+  final = dict(greedy, sampled={"k": 4, "temperature": 0.5, "per_problem": [2, 2] * 50})  # +1/4 on half
+  change = heldout.compare(init, final)
+  assert change["change"] == 0.0 and change["sampled"]["k"] == 4
+  assert change["sampled"]["change"] == pytest.approx(0.125)
+  assert heldout.format_change(change).startswith("+0.0 points (95% CI +0.0 to +0.0); avg@4 +12.5 points")
+  other = dict(greedy, sampled=dict(final["sampled"], temperature=1.0))  # another measurement: not paired
+  assert "sampled" not in heldout.compare(init, other)
+  assert "sampled" not in heldout.compare(greedy, final)
+  line = heldout.format_heldout(dict(heldout.summarize([_row("linear", 1, "7", True)], ["linear"], [1]),
+                                     sampled=heldout.summarize_sampled([[1, 0]], 0.5)))
+  assert line.endswith("avg@2 (T=0.5) 50.0% (95% CI 50.0%-50.0%), pass@2 100.0%")

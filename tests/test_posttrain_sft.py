@@ -209,7 +209,7 @@ def sft_test_config(jsonl_path: str) -> ml_collections.ConfigDict:
   config.sft.mixture = dict(problems=0.5, aggregation=0.0, jsonl=0.5)
   config.sft.jsonl.paths = [jsonl_path]
   config.sft.problems.difficulties = [1]
-  config.heldout.update(count=4, batch_size=4, max_new_tokens=8, families=["arithmetic", "linear"])
+  config.heldout.update(count=4, batch_size=4, max_new_tokens=8, families=["arithmetic", "linear"], samples=2)
   return config
 
 
@@ -237,6 +237,8 @@ def test_sft_lowers_the_loss_and_resumes_exactly(model, init_checkpoint, jsonl_p
   assert sorted(losses) == list(range(1, STEPS + 1)) and losses[STEPS] < losses[1] - 0.5
   summary = json.load(open(os.path.join(workdir, stages.SUMMARY_FILE)))
   assert summary["stage"] == "sft" and summary["heldout"]["count"] == 4 and summary["heldout_init"]["count"] == 4
+  assert len(summary["heldout"]["sampled"]["per_problem"]) == 4 and summary["heldout"]["sampled"]["k"] == 2
+  assert set(summary["heldout_change"]) == {"change", "interval_95", "sampled"}
   loaded = load_model(workdir)  # the stage's workdir is a checkpoint for the next stage
   assert loaded.config == model[0] and loaded.step == STEPS and isinstance(loaded.chat_template, ByteChatTemplate)
   jax.tree.map(np.testing.assert_array_equal, loaded.params, params)

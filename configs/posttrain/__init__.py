@@ -20,6 +20,8 @@ def heldout_config() -> ml_collections.ConfigDict:
       count=1000,
       seed=0,  # which problems
       max_new_tokens=256,  # decode budget per answer (difficulty-2 solutions are ~100-250 bytes)
-      batch_size=100,  # prompts per generate call
+      batch_size=100,  # prompts (sampled: replies) per generate call
+      samples=0,  # k > 0 also scores avg@k, k replies per problem sampled at `temperature` (k times the cost)
+      temperature=0.5,  # of the avg@k replies: the RL stages' rollout temperature
       evaluate_init=True,  # also score the checkpoint the stage starts from (heldout_init in summary.json)
   ))

@@ -451,7 +451,8 @@ def train_rl(config: ml_collections.ConfigDict, workdir: str, init_params, token
       if tc.eval_every and step % tc.eval_every == 0:
         result = heldout.evaluate_heldout(state.params, model_config, tokenizer, chat_template,
                                           config.heldout.to_dict())
-        writer.write({"step": step, "heldout_accuracy": result["accuracy"]})
+        writer.write({"step": step, "heldout_accuracy": result["accuracy"],
+                      **({"heldout_avg_at_k": result["sampled"]["accuracy"]} if "sampled" in result else {})})
         print(f"step {step}: {heldout.format_heldout(result)}", flush=True)
       if step % tc.checkpoint_every == 0 or step == end or stop_signal.requested:
         checkpointer.save(state, _ExtraState({"curriculum": sampler.curriculum_state(), "best_solve_rate": best}))

@@ -13,7 +13,8 @@ A step record in metrics.jsonl (beside the router statistics of zaya_jax/train/r
   loss, lr, grad_norm, updates loss summed over the step's updates, the lr of its first update, the last
                                update's gradient norm, the number of updates (minibatches with a counted group)
   rollout_s, update_s          wall-clock seconds
-Held-out evaluations during a stage are separate records {"step", "heldout_accuracy"}.
+Held-out evaluations during a stage are separate records {"step", "heldout_accuracy"} (greedy), with
+"heldout_avg_at_k" when the held-out config samples.
 """
 
 from __future__ import annotations
@@ -108,8 +109,12 @@ def plot(workdir: str) -> str:
   axes[2].set(xlabel="step", title="fractions")
   axes[2].legend(fontsize="small")
   if evals:  # train.eval_every > 0
-    axes[3].plot([r["step"] for r in evals], [r["heldout_accuracy"] for r in evals], "o-")
-    axes[3].set(xlabel="step", ylabel="accuracy", title="held-out accuracy (greedy)")
+    axes[3].plot([r["step"] for r in evals], [r["heldout_accuracy"] for r in evals], "o-", label="greedy")
+    sampled = [r for r in evals if "heldout_avg_at_k" in r]
+    if sampled:
+      axes[3].plot([r["step"] for r in sampled], [r["heldout_avg_at_k"] for r in sampled], "o-", label="avg@k")
+    axes[3].set(xlabel="step", ylabel="accuracy", title="held-out accuracy")
+    axes[3].legend(fontsize="small")
   fig.tight_layout()
   path = os.path.join(workdir, PLOT_FILE)
   fig.savefig(path, dpi=100)
