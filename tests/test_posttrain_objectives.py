@@ -43,6 +43,13 @@ def test_dynamic_sampling_keeps_groups_with_reward_variance():
   np.testing.assert_array_equal(obj.has_variance(REWARDS), [True, False, False, True])
 
 
+def test_negative_advantages_are_scaled_and_positive_ones_kept():
+  adv = obj.advantages([[1, 0, 0, 0], [0, 0, 0, 0]], "maxrl")  # [3, -1, -1, -1], [0, 0, 0, 0]
+  np.testing.assert_allclose(obj.weigh_negatives(adv, 0.25), [[3, -0.25, -0.25, -0.25], [0, 0, 0, 0]])
+  np.testing.assert_allclose(obj.weigh_negatives(adv, 0.0), [[3, 0, 0, 0], [0, 0, 0, 0]])
+  np.testing.assert_allclose(obj.weigh_negatives(adv, 1.0), adv)
+
+
 def test_min_correct_keeps_groups_with_enough_correct_rollouts():
   correct = [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]]
   np.testing.assert_array_equal(obj.enough_successes(correct, 2), [False, True, False, True])

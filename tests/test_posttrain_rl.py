@@ -255,6 +255,7 @@ def test_code_tasks_accept_a_correct_program_and_reject_a_wrong_one(template):
     (dict(aggregation_fraction=0.75), "need as many plain prompts"),
     (dict(advantage="ppo"), "rl.advantage must be one of"),
     (dict(min_correct=5), r"rl.min_correct must lie in \[0, G=4\]"),
+    (dict(negative_weight=-0.5), r"rl.negative_weight must lie in \[0, 1\]"),
 ])
 def test_config_errors_are_named(change, message):
   config = _config()

@@ -6,7 +6,10 @@ Advantages (one per rollout, shared by all of its tokens):
   maxrl     Â_i = (r_i − r̄ + Δr_i) / r̄, r̄ the group mean; a group with r̄ = 0 gets Â = 0 (nothing to learn).
   grpo      Â_i = r_i − r̄ + Δr_i.
   grpo_std  Â_i = (r_i − r̄) / (std(r) + ε) (the behavioural stage: no length term).
-Δr is the length reward, added to the numerator only (`length_bonus`).
+Δr is the length reward, added to the numerator only (`length_bonus`). `weigh_negatives` scales the negative
+advantages by w ∈ [0, 1] (w = 0: only the correct rollouts are reinforced, rejection-sampling fine-tuning; the
+expected gradient of the lost zero-sum part is 0 on-policy, since E[∇log π] = 0): on a small model the push-down of
+many wrong replies moved probability onto one frequent answer (README).
 
 Dynamic sampling (DAPO): groups whose rewards are all equal carry no ranking signal and are dropped (weight 0)
 rather than resampled, so every step has the same shapes and cost.
@@ -84,6 +87,12 @@ def advantages(rewards_PG, kind: str, bonus_PG=None, eps: float = 1e-6):
   if kind == "grpo_std":
     return (r - mean) / (r.std(axis=1, keepdims=True) + eps)
   raise ValueError(f"rl.advantage must be one of {ADVANTAGES}, got {kind!r}")
+
+
+def weigh_negatives(advantages_PG, weight: float):
+  """The advantages with every negative one multiplied by `weight` (module docstring)."""
+  adv = jnp.asarray(advantages_PG, jnp.float32)
+  return jnp.where(adv < 0, weight * adv, adv)
 
 
 def has_variance(rewards_PG):

@@ -112,6 +112,7 @@ def base_config() -> ml_collections.ConfigDict:
   ))
   config.rl = ml_collections.ConfigDict(dict(
       advantage="maxrl",  # "maxrl" (r - mean)/mean, "grpo" r - mean, "grpo_std" (r - mean)/std
+      negative_weight=1.0,  # scale of the negative advantages, in [0, 1] (objectives.weigh_negatives)
       trust_region_delta=0.1,  # δ of the DPPO Binary-TV mask
       ratio_cap=20.0,  # cap on the importance ratio's gradient weight
       minibatches=1,  # optimiser updates per step (1 = on-policy)
@@ -246,7 +247,8 @@ def _training_batch(s: GroupSet, rc: ml_collections.ConfigDict, length_cfg: obje
   G = s.group_size
   rate = np.asarray([best.get(task.source, 0.0) for task in s.tasks], np.float32)
   bonus = objectives.length_bonus(s.correct, s.lengths.reshape(-1, G), rate, length_cfg)
-  adv = np.asarray(objectives.advantages(s.rewards, rc.advantage, bonus), np.float32)
+  adv = np.asarray(objectives.weigh_negatives(objectives.advantages(s.rewards, rc.advantage, bonus),
+                                              rc.negative_weight), np.float32)
   varied = objectives.has_variance(s.rewards) if rc.dynamic_sampling else True
   s.kept = np.asarray(varied & objectives.enough_successes(s.correct, rc.min_correct))
   batch = {"tokens": s.tokens, "mask": s.mask, "lengths": s.lengths, "advantages": adv.reshape(-1),
@@ -329,6 +331,8 @@ def _check(config: ml_collections.ConfigDict) -> tuple[int, int]:
     raise RLConfigError(f"need train.prompts_per_step >= 1 and train.rollouts_per_prompt >= 2, got {P}, {G}")
   if rc.advantage not in objectives.ADVANTAGES:
     raise RLConfigError(f"rl.advantage must be one of {objectives.ADVANTAGES}, got {rc.advantage!r}")
+  if not 0.0 <= rc.negative_weight <= 1.0:
+    raise RLConfigError(f"rl.negative_weight must lie in [0, 1], got {rc.negative_weight}")
   if not 0 <= rc.min_correct <= G:
     raise RLConfigError(f"rl.min_correct must lie in [0, G={G}], got {rc.min_correct}")
   if not 0.0 <= rc.aggregation_fraction < 1.0:
