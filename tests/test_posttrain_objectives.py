@@ -26,6 +26,12 @@ def test_grpo_subtracts_the_mean_and_grpo_std_also_divides_by_the_std():
                              atol=1e-4)
 
 
+def test_reinforce_subtracts_a_fixed_baseline_so_failed_groups_still_push_down():
+  adv = obj.advantages([[1, 0, 0, 0], [0, 0, 0, 0]], "reinforce", baseline=1 / 1.1)  # W-REINFORCE, λ = 0.1
+  np.testing.assert_allclose(adv, np.asarray([[0.1, -1, -1, -1], [-1, -1, -1, -1]]) / 1.1, rtol=1e-6)
+  np.testing.assert_allclose(obj.advantages([[1, 0]], "reinforce", [[0.5, 0.0]]), [[1.5, 0.0]])
+
+
 def test_the_length_bonus_enters_the_numerator_only():
   bonus = [[0.2, 0, 0, -0.1]] + [[0] * 4] * 3
   adv = obj.advantages(REWARDS, "maxrl", bonus)

@@ -6,10 +6,13 @@ Advantages (one per rollout, shared by all of its tokens):
   maxrl     Â_i = (r_i − r̄ + Δr_i) / r̄, r̄ the group mean; a group with r̄ = 0 gets Â = 0 (nothing to learn).
   grpo      Â_i = r_i − r̄ + Δr_i.
   grpo_std  Â_i = (r_i − r̄) / (std(r) + ε) (the behavioural stage: no length term).
+  reinforce Â_i = r_i − b + Δr_i with a fixed baseline b (`rl.baseline`), no group statistics: a group whose
+            rollouts all fail still pushes its replies down (with dynamic sampling off). For 0/1 rewards,
+            b = 1/(1 + λ) is W-REINFORCE (Zhu et al. 2025, "The Surprising Effectiveness of Negative
+            Reinforcement in LLM Reasoning": +λ for a correct reply, −1 for a wrong one, scaled by 1/(1 + λ)).
 Δr is the length reward, added to the numerator only (`length_bonus`). `weigh_negatives` scales the negative
 advantages by w ∈ [0, 1] (w = 0: only the correct rollouts are reinforced, rejection-sampling fine-tuning; the
-expected gradient of the lost zero-sum part is 0 on-policy, since E[∇log π] = 0): on a small model the push-down of
-many wrong replies moved probability onto one frequent answer (README).
+expected gradient of the lost zero-sum part is 0 on-policy, since E[∇log π] = 0).
 
 Dynamic sampling (DAPO): groups whose rewards are all equal carry no ranking signal and are dropped (weight 0)
 rather than resampled, so every step has the same shapes and cost.
@@ -34,7 +37,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-ADVANTAGES = ("maxrl", "grpo", "grpo_std")
+ADVANTAGES = ("maxrl", "grpo", "grpo_std", "reinforce")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +77,9 @@ def length_bonus(correct_PG, lengths_PG, best_solve_rate_P, cfg: LengthReward):
   return cfg.coef * p * gate * lam
 
 
-def advantages(rewards_PG, kind: str, bonus_PG=None, eps: float = 1e-6):
-  """Per-rollout advantages [P, G] of `kind` (module docstring); bonus_PG (Δr) is ignored by grpo_std."""
+def advantages(rewards_PG, kind: str, bonus_PG=None, eps: float = 1e-6, baseline: float = 0.0):
+  """Per-rollout advantages [P, G] of `kind` (module docstring); bonus_PG (Δr) is ignored by grpo_std, `baseline`
+  is reinforce's b."""
   r = jnp.asarray(rewards_PG, jnp.float32)
   bonus = jnp.zeros_like(r) if bonus_PG is None else jnp.asarray(bonus_PG, jnp.float32)
   mean = r.mean(axis=1, keepdims=True)
@@ -86,6 +90,8 @@ def advantages(rewards_PG, kind: str, bonus_PG=None, eps: float = 1e-6):
     return r - mean + bonus
   if kind == "grpo_std":
     return (r - mean) / (r.std(axis=1, keepdims=True) + eps)
+  if kind == "reinforce":
+    return r - baseline + bonus
   raise ValueError(f"rl.advantage must be one of {ADVANTAGES}, got {kind!r}")
 
 

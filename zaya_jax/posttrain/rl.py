@@ -111,7 +111,8 @@ def base_config() -> ml_collections.ConfigDict:
       keep_checkpoints=2,  # how many recent checkpoints to keep
   ))
   config.rl = ml_collections.ConfigDict(dict(
-      advantage="maxrl",  # "maxrl" (r - mean)/mean, "grpo" r - mean, "grpo_std" (r - mean)/std
+      advantage="maxrl",  # "maxrl" (r - mean)/mean, "grpo" r - mean, "grpo_std" (r - mean)/std, "reinforce" r - b
+      baseline=0.0,  # b of "reinforce" (objectives.advantages; 1/(1 + λ) is W-REINFORCE)
       negative_weight=1.0,  # scale of the negative advantages, in [0, 1] (objectives.weigh_negatives)
       trust_region_delta=0.1,  # δ of the DPPO Binary-TV mask
       ratio_cap=20.0,  # cap on the importance ratio's gradient weight
@@ -247,8 +248,8 @@ def _training_batch(s: GroupSet, rc: ml_collections.ConfigDict, length_cfg: obje
   G = s.group_size
   rate = np.asarray([best.get(task.source, 0.0) for task in s.tasks], np.float32)
   bonus = objectives.length_bonus(s.correct, s.lengths.reshape(-1, G), rate, length_cfg)
-  adv = np.asarray(objectives.weigh_negatives(objectives.advantages(s.rewards, rc.advantage, bonus),
-                                              rc.negative_weight), np.float32)
+  adv = objectives.advantages(s.rewards, rc.advantage, bonus, baseline=rc.baseline)
+  adv = np.asarray(objectives.weigh_negatives(adv, rc.negative_weight), np.float32)
   varied = objectives.has_variance(s.rewards) if rc.dynamic_sampling else True
   s.kept = np.asarray(varied & objectives.enough_successes(s.correct, rc.min_correct))
   batch = {"tokens": s.tokens, "mask": s.mask, "lengths": s.lengths, "advantages": adv.reshape(-1),
