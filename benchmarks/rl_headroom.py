@@ -70,7 +70,7 @@ def main():
   print(f"| {greedy_ok.mean():.1%} | {rates.mean():.1%} | {(rates > 0).mean():.1%} | {maj.mean():.1%} |\n")
   counts, _ = np.histogram(rates, bins=BINS)
   labels = ["0", "(0, 1/8)", "[1/8, 1/4)", "[1/4, 1/2)", "[1/2, 3/4)", "[3/4, 1]"]
-  print("| sampled solve rate | " + " | ".join(labels) + " |\n|---" * (len(labels) + 1) + "|")
+  print("| sampled solve rate | " + " | ".join(labels) + " |\n" + "|---" * (len(labels) + 1) + "|")
   print("| problems | " + " | ".join(str(c) for c in counts) + " |\n")
   headroom = int(np.sum(~greedy_ok & (rates >= args.sharp)))
   fragile = int(np.sum(greedy_ok & (rates < 0.5)))
