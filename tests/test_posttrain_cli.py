@@ -61,8 +61,8 @@ def test_pipeline_chains_stages_and_resumes(config_dir, init_checkpoint, tmp_pat
   assert [r["stage"] for r in result["stages"]] == ["sft_a", "sft_b"]
   summary_a, summary_b = (json.load(open(os.path.join(d, stages.SUMMARY_FILE))) for d in (a, b))
   assert summary_a["init"] == init_checkpoint and summary_b["init"] == a  # each stage starts from the previous
-  # Stage b's score before training is stage a's after training, reused (stages.reuse_heldout) because greedy
-  # decoding of a's final checkpoint repeats it exactly:
+  # Stage b's score before training is stage a's after training, reused (stages.reuse_heldout) because decoding
+  # a's final checkpoint (greedy, and sampled with the config's seed) repeats it exactly:
   assert summary_b["heldout_init"] == summary_a["heldout"]
   loaded_a = load_model(a)
   config_b = stages.load_config_file(os.path.join(config_dir, "sft_b.py"))

@@ -9,7 +9,10 @@ architecture comes from --init. Sized for the tiny SFT'd model: 40 steps are ~10
 
 Measured (README; held-out 1000 problems, paired change from the init), from the 600-step SFT model (14.3%):
 this config +1.0 [-0.7, +2.6] and +0.8 [-1.0, +2.7] points (train.seed 0 / 1), +0.0 after 100 steps; with
-rl.min_correct=0 -0.1 and -0.5, seed 1 drifting onto the answer "0" (118 of 1000 greedy replies). No
+rl.min_correct=0 -0.1 and -0.5, seed 1 drifting onto the answer "0" (118 of 1000 greedy replies). Other
+variants from that model (lr 5e-4 / 1e-3, 32 prompts x 8 rollouts, positive advantages only, W-REINFORCE;
+README table) stayed within noise or, at the larger learning rates, collapsed onto one answer (-3.9 points).
+From a longer-trained SFT model (38.4%): -1.8 [-3.8, +0.3] and -0.6 [-2.5, +1.4] (seeds 0 / 1). No
 measurable gain yet. Failure mode to watch (`top_answers` in summary.json): the policy learning to guess a
 frequent answer; on the earlier corpus (composite moduli, ~29% of difficulty-2 modular answers 0) the warm-up
 moved 113-231 of 1000 replies onto one answer under MaxRL, GRPO and min_correct alike.

@@ -17,7 +17,7 @@ Accuracies come with 95% bootstrap intervals over problems, and a stage's change
 a paired one (`compare`: both score the same problems, so most of the noise cancels). At ~18% accuracy an
 unpaired interval is about +-5 points on 200 problems and +-2.4 on 1000. A greedy reply flips on small weight
 changes wherever a problem's correct and wrong replies are close in probability; avg@k averages over them, so
-its paired interval is narrower (README: about half as wide at k = 8).
+its paired interval is narrower (README: about two thirds as wide at k = 8).
 """
 
 from __future__ import annotations
@@ -152,8 +152,8 @@ def _paired_change(init_scores, final_scores) -> dict:
 def compare(init: dict | None, final: dict | None) -> dict | None:
   """The change in held-out accuracy from `init` to `final` (two `evaluate_heldout` results on the same
   problems): {"change", "interval_95"} with a paired bootstrap over problems, and under "sampled" the same for
-  avg@k ({"k", "change", "interval_95"}) when both scored it with the same k and temperature; None when either lacks per-problem scores or they
-  scored different problems."""
+  avg@k ({"k", "change", "interval_95"}) when both scored it with the same k and temperature; None when either
+  lacks per-problem scores or they scored different problems."""
   if not init or not final or not init.get("per_problem") or not final.get("per_problem"):
     return None
   if len(init["per_problem"]) != len(final["per_problem"]):

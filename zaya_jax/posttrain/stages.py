@@ -178,8 +178,8 @@ def _measurement(heldout_config: dict) -> dict:
 def reuse_heldout(previous: str, config: ml_collections.ConfigDict, workdir: str) -> bool:
   """Copies the previous stage's final held-out result to <workdir>/heldout_init.json when it is exactly what
   `start_stage` would compute (same held-out config, no `model` group to change how the params run; greedy
-  decoding of the same params is deterministic), so a pipeline scores each checkpoint once. Returns whether it
-  did."""
+  decoding of the same params is deterministic, and so is sampling with the config's seed), so a pipeline scores
+  each checkpoint once. Returns whether it did."""
   summary = read_json(os.path.join(previous, SUMMARY_FILE))
   previous_config = read_json(os.path.join(previous, "config.json"))
   if (summary is None or previous_config is None or "model" in config or not _init_heldout_pending(config, workdir)
