@@ -17,7 +17,7 @@ Accuracies come with 95% bootstrap intervals over problems, and a stage's change
 a paired one (`compare`: both score the same problems, so most of the noise cancels). At ~18% accuracy an
 unpaired interval is about +-5 points on 200 problems and +-2.4 on 1000. A greedy reply flips on small weight
 changes wherever a problem's correct and wrong replies are close in probability; avg@k averages over them, so
-its paired interval is narrower (README: about two thirds as wide at k = 8).
+its paired interval is narrower (README: half to two thirds as wide at k = 8).
 """
 
 from __future__ import annotations
