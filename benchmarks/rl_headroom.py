@@ -22,7 +22,7 @@ from zaya_jax.evaluation.metrics import majority_at_k
 from zaya_jax.evaluation.scoring import cluster, equivalence
 from zaya_jax.loading import load_model
 from zaya_jax.posttrain import heldout
-from zaya_jax.rewards.math import extract_answer, math_reward
+from zaya_jax.rewards.math import extract_answer, math_equal, math_reward
 
 BINS = (0.0, 1e-9, 0.125, 0.25, 0.5, 0.75, 1.0 + 1e-9)
 
@@ -35,8 +35,7 @@ def majority(answers: list[str | None], reference: str) -> float:
   if not sizes:
     return 0.0
   first = {label: answers[labels.index(label)] for label in sizes}
-  return majority_at_k([sizes[label] for label in sizes],
-                       [math_reward(f"\\boxed{{{first[label]}}}", reference) == 1.0 for label in sizes],
+  return majority_at_k([sizes[label] for label in sizes], [math_equal(first[label], reference) for label in sizes],
                        labels.count(None), len(answers))
 
 
@@ -60,9 +59,10 @@ def main():
                                     temperature=args.temperature, seed=cfg["seed"],
                                     max_new_tokens=cfg["max_new_tokens"], batch_size=cfg["batch_size"])
   greedy_ok = np.array([math_reward(decode(ids), r["answer"]) == 1.0 for (ids, _), r in zip(greedy, records)])
-  texts = [[decode(ids) for ids in replies] for replies in sampled]
-  rates = np.array([np.mean([math_reward(t, r["answer"]) == 1.0 for t in ts]) for ts, r in zip(texts, records)])
-  maj = np.array([majority([extract_answer(t) for t in ts], r["answer"]) for ts, r in zip(texts, records)])
+  answers = [[extract_answer(decode(ids)) for ids in replies] for replies in sampled]
+  rates = np.array([np.mean([a is not None and math_equal(a, r["answer"]) for a in answers_of])
+                    for answers_of, r in zip(answers, records)])
+  maj = np.array([majority(answers_of, r["answer"]) for answers_of, r in zip(answers, records)])
 
   k, n = args.samples, args.count
   print(f"{args.checkpoint}: {n} held-out problems, {k} samples at T={args.temperature:g}\n")

@@ -43,42 +43,40 @@ def heldout_records(families, difficulties, count: int, seed: int) -> list[dict]
                              seed, i, split="heldout") for i in range(count)]
 
 
-def greedy_replies(params, model_config: ZayaConfig, tokenizer: Tokenizer, prompts: list[list[int]], *,
-                   max_new_tokens: int, batch_size: int) -> list[tuple[list[int], bool]]:
-  """(reply token ids, whether a stop token ended it) per prompt, greedy, `batch_size` prompts per call."""
-  width = max(map(len, prompts))
-  greedy = Sampling(temperature=0.0, vocab_limit=min(tokenizer.vocab_size, model_config.vocab_size))
+def _decode(params, model_config: ZayaConfig, tokenizer: Tokenizer, rows: list[list[int]], temperature: float,
+            key, *, max_new_tokens: int, batch_size: int) -> list[tuple[list[int], bool]]:
+  """(reply token ids, whether a stop token ended it) per row, `batch_size` rows per generate call (the last
+  call padded, so one compile); call i samples with fold_in(key, i) (key None: greedy)."""
+  width = max(map(len, rows))
+  sampling = Sampling(temperature=temperature, vocab_limit=min(tokenizer.vocab_size, model_config.vocab_size))
   stop = reply_stop_tokens(model_config, tokenizer)
   out = []
-  for start in range(0, len(prompts), batch_size):
-    chunk = prompts[start:start + batch_size]
+  for call, start in enumerate(range(0, len(rows), batch_size)):
+    chunk = rows[start:start + batch_size]
     ids, mask = left_pad(chunk + [chunk[0]] * (batch_size - len(chunk)), width, tokenizer.pad_id)
     result = generate(params, model_config, ids, prompt_mask=mask, max_new_tokens=max_new_tokens,
-                      sampling=greedy, stop_tokens=stop, pad_id=tokenizer.pad_id)
+                      key=None if key is None else jax.random.fold_in(key, call), sampling=sampling,
+                      stop_tokens=stop, pad_id=tokenizer.pad_id)
     tokens, lengths, stopped = map(np.asarray, (result.tokens, result.lengths, result.stopped))
     out += [(tokens[b, :lengths[b]].tolist(), bool(stopped[b])) for b in range(len(chunk))]
   return out
+
+
+def greedy_replies(params, model_config: ZayaConfig, tokenizer: Tokenizer, prompts: list[list[int]], *,
+                   max_new_tokens: int, batch_size: int) -> list[tuple[list[int], bool]]:
+  """(reply token ids, whether a stop token ended it) per prompt, greedy, `batch_size` prompts per call."""
+  return _decode(params, model_config, tokenizer, prompts, 0.0, None, max_new_tokens=max_new_tokens,
+                 batch_size=batch_size)
 
 
 def sampled_replies(params, model_config: ZayaConfig, tokenizer: Tokenizer, prompts: list[list[int]], *, k: int,
                     temperature: float, seed: int, max_new_tokens: int, batch_size: int) -> list[list[list[int]]]:
   """k sampled replies (token ids) per prompt at `temperature`; `batch_size` rows per generate call, the
   sampling key of call i is fold_in(key(seed), i), so the replies are a function of the params and the seed."""
-  width = max(map(len, prompts))
-  sampling = Sampling(temperature=temperature, vocab_limit=min(tokenizer.vocab_size, model_config.vocab_size))
-  stop = reply_stop_tokens(model_config, tokenizer)
   rows = [prompt for prompt in prompts for _ in range(k)]
-  key = jax.random.key(seed)
-  out = []
-  for call, start in enumerate(range(0, len(rows), batch_size)):
-    chunk = rows[start:start + batch_size]
-    ids, mask = left_pad(chunk + [chunk[0]] * (batch_size - len(chunk)), width, tokenizer.pad_id)
-    result = generate(params, model_config, ids, prompt_mask=mask, max_new_tokens=max_new_tokens,
-                      key=jax.random.fold_in(key, call), sampling=sampling, stop_tokens=stop,
-                      pad_id=tokenizer.pad_id)
-    tokens, lengths = np.asarray(result.tokens), np.asarray(result.lengths)
-    out += [tokens[b, :lengths[b]].tolist() for b in range(len(chunk))]
-  return [out[i * k:(i + 1) * k] for i in range(len(prompts))]
+  out = _decode(params, model_config, tokenizer, rows, temperature, jax.random.key(seed),
+                max_new_tokens=max_new_tokens, batch_size=batch_size)
+  return [[ids for ids, _ in out[i * k:(i + 1) * k]] for i in range(len(prompts))]
 
 
 def summarize_sampled(correct_PK: np.ndarray, temperature: float) -> dict:
