@@ -116,6 +116,34 @@ def test_a_resumed_stage_repeats_the_uninterrupted_run(runs):
   assert int(state_resumed.step) == STEPS
 
 
+def test_passes_of_fewer_rollouts_make_the_same_update(runs, params, tmp_path):
+  """A minibatch split into passes (rl.rollouts_per_pass) sums their gradients into the update of one pass."""
+  config = _config()
+  config.rl.rollouts_per_pass = 2
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(rl_tasks, "_math_score", _first_byte_even)
+    state = rl.train_rl(config, str(tmp_path), params, TOKENIZER, TEMPLATE, stop_at=1)
+  assert _records(str(tmp_path))[0]["updates"] == _records(runs[0])[0]["updates"] > 0
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), state.params,
+               load_model(runs[0], step=1).params)
+
+
+def test_replay_redraws_the_prompts_and_rollouts_of_a_runs_steps(runs, params):
+  """Checkpoint s - 1 replays step s's rollouts exactly (the run's logged plain accuracy)."""
+  workdir = runs[0]
+  config = ml_collections.ConfigDict(json.load(open(os.path.join(workdir, "config.json"))))
+  logged = [r["accuracy/math"] for r in _records(workdir)]
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(rl_tasks, "_math_score", _first_byte_even)
+    first = rl.replay(config, params, TOKENIZER, TEMPLATE, [1, 2])
+    second = rl.replay(config, load_model(workdir, step=1).params, TOKENIZER, TEMPLATE, [2])
+  assert first.shape == (2, 2, 4) and second.shape == (1, 2, 4)
+  assert first[0].mean() == logged[0] and second[0].mean() == logged[1]
+  config.rewards.mix.envs = 0.5
+  with pytest.raises(rl.RLConfigError, match="curriculum"):
+    rl.replay(config, params, TOKENIZER, TEMPLATE, [1])
+
+
 def test_sigterm_finishes_the_step_saves_and_returns(runs, params, tmp_path):
   calls = []
 

@@ -117,6 +117,10 @@ def base_config() -> ml_collections.ConfigDict:
       trust_region_delta=0.1,  # δ of the DPPO Binary-TV mask
       ratio_cap=20.0,  # cap on the importance ratio's gradient weight
       minibatches=1,  # optimiser updates per step (1 = on-policy)
+      # Most rollouts in one forward/backward pass: a larger minibatch is split into passes whose gradients are
+      # summed before its one update (the same update in bounded memory; a 64-prompt x 8-rollout step of the
+      # tiny model, up to 256 rollouts of 352 tokens in one pass, was killed at 14 GB on CPU).
+      rollouts_per_pass=64,
       dynamic_sampling=True,  # drop groups whose rewards are all equal
       min_correct=0,  # also drop groups with fewer correct rollouts (objectives.enough_successes); 0 = off
       mask_truncated=False,  # DAPO's overlong filtering: rollouts cut at max_new_tokens get no gradient
@@ -226,6 +230,19 @@ def _sample(params, model_config, tasks, width, G, T, key, sampling, stop, pad_i
   return GroupSet(list(tasks), width, G, result, ids, mask)
 
 
+def _plain_rollouts(params, model_config, sampler: rl_tasks.TaskSampler, step: int, n_plain: int,
+                    tc: ml_collections.ConfigDict, sampling, stop, pad_id, record_routing=False):
+  """Step `step`'s plain group set -> (set, the step's numpy Generator, the step's key). Its prompts and
+  sampling key derive from (train.seed, step) only (and the curriculum, when the stage has one), so `replay`
+  redraws them exactly; the Generator and key go on to the step's other draws."""
+  rng = np.random.default_rng([tc.seed, step])
+  key = jax.random.fold_in(jax.random.key(tc.seed), step)
+  plain = _sample(params, model_config, sampler.sample(step, n_plain, rng), tc.prompt_width,
+                  tc.rollouts_per_prompt, tc.max_new_tokens, jax.random.fold_in(key, 0), sampling, stop, pad_id,
+                  record_routing)
+  return plain, rng, key
+
+
 def _aggregation_sources(plain: GroupSet, count: int, candidates: int, tail: int, rng: np.random.Generator):
   """`count` distinct aggregatable plain prompts and, for each, the tails of C distinct rollouts of it."""
   eligible = [p for p, task in enumerate(plain.tasks) if task.question is not None]
@@ -275,21 +292,23 @@ def minibatch_groups(kept_P, M: int) -> list[np.ndarray]:
   return out
 
 
-def _policy_updates(state: TrainState, sets: list[GroupSet], batches: list[dict], M: int, logprobs_fn, grads_fn,
-                    apply_fn) -> tuple[TrainState, dict]:
+def _policy_updates(state: TrainState, sets: list[GroupSet], batches: list[dict], M: int, rollouts_per_pass: int,
+                    logprobs_fn, grads_fn, apply_fn) -> tuple[TrainState, dict]:
   """The optimiser updates of one step -> (state, totals: loss, LossStats sums, grad_norm, updates, counts).
 
   Minibatch m holds the m-th 1/M of every group set's groups, kept groups first, cut to `minibatch_groups`
-  (a minibatch of dropped groups only is skipped: no forward, no update). Old log-probs come from the params
-  before the first update. Gradients of the group sets (one compiled program per prompt width and group count)
-  are summed with a shared Dr-GRPO divisor, the number of counted rollouts of the minibatch, then applied once.
+  (a minibatch of dropped groups only is skipped: no forward, no update), in passes of at most
+  `rollouts_per_pass` rollouts. Old log-probs come from the params before the first update. Gradients of the
+  passes (one compiled program per prompt width and row count) are summed with a shared Dr-GRPO divisor, the
+  number of counted rollouts of the minibatch, then applied once.
   """
   parts = [[] for _ in range(M)]  # parts[m]: (group set, its rows of minibatch m) for the sets with rows in it
   for s, batch in zip(sets, batches):
     for m, groups in enumerate(minibatch_groups(s.kept, M)):
-      if len(groups):
-        rows = (groups[:, None] * s.group_size + np.arange(s.group_size)).reshape(-1)
-        parts[m].append((s, {k: jnp.asarray(v[rows]) for k, v in batch.items()}))
+      rows = (groups[:, None] * s.group_size + np.arange(s.group_size)).reshape(-1)
+      for start in range(0, len(rows), rollouts_per_pass):
+        chunk = rows[start:start + rollouts_per_pass]
+        parts[m].append((s, {k: jnp.asarray(v[chunk]) for k, v in batch.items()}))
   live = [m for m in range(M) if sum(float(part["weights"].sum()) for _, part in parts[m]) > 0]
   for m in live:
     for s, part in parts[m]:
@@ -345,6 +364,8 @@ def _check(config: ml_collections.ConfigDict) -> tuple[int, int]:
                         f"train.prompts_per_step={P} has {n_plain}")
   if n_agg and not 1 <= rc.aggregation_candidates <= G:
     raise RLConfigError(f"rl.aggregation_candidates must lie in [1, G={G}], got {rc.aggregation_candidates}")
+  if rc.rollouts_per_pass < 1:
+    raise RLConfigError(f"rl.rollouts_per_pass must be >= 1, got {rc.rollouts_per_pass}")
   if M < 1 or n_plain % M or n_agg % M:
     raise RLConfigError(f"rl.minibatches={M} must divide the plain ({n_plain}) and aggregation ({n_agg}) "
                         f"prompts of a step")
@@ -419,16 +440,14 @@ def train_rl(config: ml_collections.ConfigDict, workdir: str, init_params, token
   start = int(state.step)
   end = tc.steps if stop_at is None else min(stop_at, tc.steps)
   writer = reporting.MetricsWriter(workdir, start)
-  base_key = jax.random.key(tc.seed)
 
   step = start
   with _StopOnSigterm() as stop_signal:
     for step in range(start + 1, end + 1):
       t0 = time.perf_counter()
-      rng = np.random.default_rng([tc.seed, step])
-      key = jax.random.fold_in(base_key, step)
-      sets = [_sample(state.params, model_config, sampler.sample(step, n_plain, rng), tc.prompt_width, G, T,
-                      jax.random.fold_in(key, 0), sampling, stop, tokenizer.pad_id, rc.router_replay)]
+      plain, rng, key = _plain_rollouts(state.params, model_config, sampler, step, n_plain, tc, sampling, stop,
+                                        tokenizer.pad_id, rc.router_replay)
+      sets = [plain]
       if n_agg:
         sources, tails = _aggregation_sources(sets[0], n_agg, rc.aggregation_candidates, rc.aggregation_tail, rng)
         agg_tasks = rl_tasks.aggregation_tasks(sources, tails, tokenizer, chat_template)
@@ -440,7 +459,8 @@ def train_rl(config: ml_collections.ConfigDict, workdir: str, init_params, token
 
       batches = [_training_batch(s, rc, length_cfg, best) for s in sets]
       lr = float(schedule(_update_count(state.opt_state)))
-      state, totals = _policy_updates(state, sets, batches, M, logprobs_fn, grads_fn, apply_fn)
+      state, totals = _policy_updates(state, sets, batches, M, rc.rollouts_per_pass, logprobs_fn, grads_fn,
+                                      apply_fn)
       state = state._replace(step=state.step + 1)
       t_update = time.perf_counter() - t0 - t_rollout
 
@@ -469,6 +489,36 @@ def train_rl(config: ml_collections.ConfigDict, workdir: str, init_params, token
   if step == tc.steps:
     rl_report.plot(workdir)
   return state
+
+
+def replay(config: ml_collections.ConfigDict, params, tokenizer: Tokenizer, chat_template: ChatTemplate,
+           steps) -> np.ndarray:
+  """Correctness [S, P, G] of `params` on the plain prompts of `steps` (S of them) of the RL stage `config` (a
+  run's config.json), drawn and sampled as the loop drew them: the same tasks and sampling keys.
+
+  Scoring a run's checkpoints this way compares them, paired, on the prompts the run trained on: whether its
+  updates raised the reward of what they saw, apart from whether that carried over to held-out problems
+  (benchmarks/rl_replay.py). The params of checkpoint s - 1 reproduce step s's logged rollouts. Stages with the
+  environment curriculum are refused: their draws depend on the run's history."""
+  if config.rewards.mix.envs > 0:
+    raise RLConfigError("replay needs a stage without the environment curriculum (rewards.mix.envs = 0): "
+                        "its prompts depend on the run's history")
+  n_plain, _ = _check(config)
+  tc, rc = config.train, config.rl
+  model_config = ZayaConfig.from_dict(config.model.to_dict())
+  sampling = Sampling(temperature=tc.temperature, vocab_limit=min(tokenizer.vocab_size, model_config.vocab_size))
+  stop = reply_stop_tokens(model_config, tokenizer)
+  sampler = rl_tasks.TaskSampler(config.rewards, tokenizer, chat_template, prompt_width=tc.prompt_width,
+                                 group_size=tc.rollouts_per_prompt)
+  canary = degenerate if rc.degeneracy_canary else None
+  params = jax.device_put(params, jax.devices()[0])  # as the loop's state: the same compiled sampler
+  correct = []
+  for step in steps:
+    plain, _, _ = _plain_rollouts(params, model_config, sampler, int(step), n_plain, tc, sampling, stop,
+                                  tokenizer.pad_id)
+    plain.score(tokenizer, canary)
+    correct.append(plain.correct)
+  return np.stack(correct)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, init: str):
