@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 
-import ml_collections
 import numpy as np
 
 from zaya_jax.evaluation import bootstrap_ci
@@ -48,10 +47,7 @@ def main():
   parser.add_argument("--steps", default=":", help="a:b, the run's steps whose prompts to replay")
   args = parser.parse_args()
 
-  with open(os.path.join(args.run, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  if config.get("stage") != "rl":
-    raise SystemExit(f"{args.run} is not an RL stage's workdir (its config.json has stage={config.get('stage')!r})")
+  config = rl.run_config(args.run)
   steps = parse_steps(args.steps, config.train.steps)
   with open(os.path.join(args.run, "metrics.jsonl")) as f:
     logged = {r["step"]: r["accuracy"] for r in map(json.loads, f) if "accuracy" in r}

@@ -131,7 +131,7 @@ def test_passes_of_fewer_rollouts_make_the_same_update(runs, params, tmp_path):
 def test_replay_redraws_the_prompts_and_rollouts_of_a_runs_steps(runs, params):
   """Checkpoint s - 1 replays step s's rollouts exactly (the run's logged plain accuracy)."""
   workdir = runs[0]
-  config = ml_collections.ConfigDict(json.load(open(os.path.join(workdir, "config.json"))))
+  config = rl.run_config(workdir)
   logged = [r["accuracy/math"] for r in _records(workdir)]
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(rl_tasks, "_math_score", _first_byte_even)
@@ -142,6 +142,21 @@ def test_replay_redraws_the_prompts_and_rollouts_of_a_runs_steps(runs, params):
   config.rewards.mix.envs = 0.5
   with pytest.raises(rl.RLConfigError, match="curriculum"):
     rl.replay(config, params, TOKENIZER, TEMPLATE, [1])
+
+
+def test_run_config_fills_the_fields_a_run_predates(runs, tmp_path):
+  with open(os.path.join(runs[0], "config.json")) as f:
+    raw = json.load(f)
+  del raw["rl"]["rollouts_per_pass"]
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump(raw, f)
+  config = rl.run_config(str(tmp_path))
+  assert config.rl.rollouts_per_pass == rl.base_config().rl.rollouts_per_pass
+  assert config.train.prompts_per_step == 4 and config.model.hidden_size == MODEL.hidden_size
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump({**raw, "stage": "sft"}, f)
+  with pytest.raises(rl.RLConfigError, match="not an RL stage"):
+    rl.run_config(str(tmp_path))
 
 
 def test_sigterm_finishes_the_step_saves_and_returns(runs, params, tmp_path):

@@ -491,10 +491,21 @@ def train_rl(config: ml_collections.ConfigDict, workdir: str, init_params, token
   return state
 
 
+def run_config(workdir: str) -> ml_collections.ConfigDict:
+  """An RL stage's config.json read over `base_config()`: a run from before a field existed gets its default."""
+  with open(os.path.join(workdir, "config.json")) as f:
+    raw = json.load(f)
+  if raw.get("stage") != "rl":
+    raise RLConfigError(f"{workdir} is not an RL stage's workdir (its config.json has stage={raw.get('stage')!r})")
+  config = base_config()
+  config.update(raw)
+  return config
+
+
 def replay(config: ml_collections.ConfigDict, params, tokenizer: Tokenizer, chat_template: ChatTemplate,
            steps) -> np.ndarray:
   """Correctness [S, P, G] of `params` on the plain prompts of `steps` (S of them) of the RL stage `config` (a
-  run's config.json), drawn and sampled as the loop drew them: the same tasks and sampling keys.
+  run's, `run_config`), drawn and sampled as the loop drew them: the same tasks and sampling keys.
 
   Scoring a run's checkpoints this way compares them, paired, on the prompts the run trained on: whether its
   updates raised the reward of what they saw, apart from whether that carried over to held-out problems
