@@ -11,7 +11,8 @@ prompts, and the accuracy the run logged on those steps (each step's rollouts sa
 moment; stages without aggregation prompts).
 
 A final checkpoint that gains on these prompts but not on held-out problems (summary.json) learned the problems
-it was shown without carrying it over: more distinct prompts, not more steps on few, is then what RL needs.
+it was shown without carrying it over (README: a warm-up of 8 prompts per step gained 5.0 points on its prompts
+and lost 1.2 held-out avg@8 points; with 64 prompts per step, +4.2 and +1.7).
 """
 
 import argparse

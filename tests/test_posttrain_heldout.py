@@ -75,3 +75,15 @@ def test_compare_pairs_avg_at_k_when_both_sampled_alike():
   line = heldout.format_heldout(dict(heldout.summarize([_row("linear", 1, "7", True)], ["linear"], [1]),
                                      sampled=heldout.summarize_sampled([[1, 0]], 0.5)))
   assert line.endswith("avg@2 (T=0.5) 50.0% (95% CI 50.0%-50.0%), pass@2 100.0%")
+
+
+def test_frequent_answer_split_separates_gains_on_the_guessed_answers():
+  references = ["0", "0", "5", "7", "9"]
+  init = {"per_problem": "00110", "top_answers": [["5", 2]], "sampled": {"k": 4, "per_problem": [0, 1, 2, 4, 0]}}
+  final = {"per_problem": "11110", "top_answers": [["0", 3], ["5", 1]],
+           "sampled": {"k": 4, "per_problem": [4, 4, 2, 3, 0]}}
+  split = heldout.frequent_answer_split(init, final, references, top=2)
+  assert split["answers"] == ["0", "5"]
+  assert split["frequent"] == {"problems": 3, "greedy": [1, 3], "sampled": [0.75, 2.5]}
+  assert split["rest"] == {"problems": 2, "greedy": [1, 1], "sampled": [1.0, 0.75]}
+  assert "sampled" not in heldout.frequent_answer_split({"per_problem": "00110"}, final, references)["rest"]

@@ -166,6 +166,27 @@ def compare(init: dict | None, final: dict | None) -> dict | None:
   return change
 
 
+def frequent_answer_split(init: dict, final: dict, references: list[str], top: int = 3) -> dict:
+  """Where a change between two `evaluate_heldout` results came from: the problems whose reference answer is one
+  of `final`'s `top` most frequent greedy answers (a policy that learned to guess a frequent answer gains
+  there) against the rest. references: the problems' reference answers in order (`heldout_records`), matched
+  to the replies' answers as strings.
+
+  -> {"answers": the frequent answers, "frequent" / "rest": {"problems", "greedy": [correct before, after],
+  and with avg@k in both "sampled": [summed solve rates before, after]}}."""
+  answers = [answer for answer, _ in final["top_answers"][:top]]
+  frequent = np.isin(np.asarray(references), answers)
+  greedy = [np.array([c == "1" for c in r["per_problem"]]) for r in (init, final)]
+  both = init.get("sampled") and final.get("sampled")
+  rates = [np.divide(r["sampled"]["per_problem"], r["sampled"]["k"]) for r in (init, final)] if both else None
+  out = {"answers": answers}
+  for name, rows in (("frequent", frequent), ("rest", ~frequent)):
+    out[name] = {"problems": int(rows.sum()), "greedy": [int(g[rows].sum()) for g in greedy]}
+    if rates:
+      out[name]["sampled"] = [float(r[rows].sum()) for r in rates]
+  return out
+
+
 def _format_points(change: dict) -> str:
   low, high = change["interval_95"]
   return f"{100 * change['change']:+.1f} points (95% CI {100 * low:+.1f} to {100 * high:+.1f})"
