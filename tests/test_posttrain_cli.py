@@ -129,3 +129,13 @@ def test_stage_errors(init_checkpoint, tmp_path):
   pipeline.stages = "sft_a,sft_a"
   with pytest.raises(stages.StageError, match="distinct stages"):
     stages.run(pipeline, str(tmp_path), init_checkpoint)
+
+
+def test_every_default_stage_has_a_config_file():
+  configs = {name: stages.load_config_file(os.path.join(REPO, "configs", "posttrain", f"{name}.py"))
+             for name in stages.DEFAULT_STAGES}
+  assert all(c.stage in stages.STAGE_KINDS for c in configs.values())
+  first, second = configs["sft"], configs["sft_continue"]
+  assert second.train.seed != first.train.seed  # the second SFT cycle sees other problems
+  second.train.seed = first.train.seed
+  assert second == first

@@ -317,7 +317,6 @@ def test_stage_configs_are_valid(name):
   assert config.rl.advantage == ("grpo_std" if name == "rl_behavior" else "maxrl")
 
 
-
 def test_behavior_reward_gates_correctness_on_the_format_and_adds_the_overlong_penalty():
   score = lambda text, n: rl_tasks._behavior_score("7", 100, text, n)
   assert score("so \\boxed{7}", 10) == (1.0, True)

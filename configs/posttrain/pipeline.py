@@ -1,4 +1,5 @@
-"""The post-training pipeline: SFT, then the five RL stages, each from the previous stage's checkpoint.
+"""The post-training pipeline: SFT in two cycles (`sft`, `sft_continue`), then the five RL stages, each stage
+from the previous stage's checkpoint.
 
   python experiments/posttrain.py --config=configs/posttrain/pipeline.py --workdir=/tmp/post --init=/tmp/pre/tiny
 

@@ -37,7 +37,7 @@ from zaya_jax.posttrain import heldout
 SUMMARY_FILE = "summary.json"
 INIT_HELDOUT_FILE = "heldout_init.json"
 STAGE_KINDS = ("sft", "rl")
-DEFAULT_STAGES = ("sft", "rl_warmup", "rl_envs", "rl_math_code_ttc", "rl_code", "rl_behavior")
+DEFAULT_STAGES = ("sft", "sft_continue", "rl_warmup", "rl_envs", "rl_math_code_ttc", "rl_code", "rl_behavior")
 # Model fields a stage may choose itself: they change how the model runs, not what it computes.
 RUNTIME_MODEL_FIELDS = ("dtype", "moe_impl", "moe_block_size", "moe_capacity_factor", "moe_transport", "router_impl")
 
