@@ -118,8 +118,8 @@ def base_config() -> ml_collections.ConfigDict:
       ratio_cap=20.0,  # cap on the importance ratio's gradient weight
       minibatches=1,  # optimiser updates per step (1 = on-policy)
       # Most rollouts in one forward/backward pass: a larger minibatch is split into passes whose gradients are
-      # summed before its one update (the same update in bounded memory; a 64-prompt x 8-rollout step of the
-      # tiny model, up to 256 rollouts of 352 tokens in one pass, was killed at 14 GB on CPU).
+      # summed before its one update (the same update in bounded memory: a warm-up step of the tiny model on CPU
+      # with up to 256 rollouts of 352 tokens in one pass peaked at 16 GB of RAM, in passes of 64 at 5.4 GB).
       rollouts_per_pass=64,
       dynamic_sampling=True,  # drop groups whose rewards are all equal
       min_correct=0,  # also drop groups with fewer correct rollouts (objectives.enough_successes); 0 = off
