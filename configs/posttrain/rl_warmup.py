@@ -8,9 +8,9 @@ architecture comes from --init. Sized for the tiny SFT'd model: 32 steps of 64 p
 minutes on 2 idle cores, and the two avg@8 held-out scores (init and final) ~6 minutes each.
 
 Measured (README; held-out 1000 problems, paired change from the init), from the 38.4% SFT model (the
-pipeline's `sft_continue`): this config +0.7 [-1.3, +2.7] and +1.2 [-0.6, +3.0] greedy (train.seed 0 / 1), avg@8
-+1.7 [+0.5, +2.7] and +2.1 [+1.1, +3.0], on problems whose answer is not one the policy answers often
-(benchmarks/heldout_split.py). From the 14.3% model (one SFT cycle) its gain was mostly guessing: "0" in 106 of
+pipeline's `sft_continue`): this config +0.7 [-1.3, +2.7], +1.2 [-0.6, +3.0] and +1.0 [-1.1, +3.2] greedy
+(train.seed 0 / 1 / 2), avg@8 +1.7 [+0.5, +2.7], +2.1 [+1.1, +3.0] and +2.2 [+1.2, +3.3], on problems whose
+answer is not one the policy answers often (benchmarks/heldout_split.py). From the 14.3% model (one SFT cycle) its gain was mostly guessing: "0" in 106 of
 1000 greedy replies (under 48 before). Muon lr 6e-4 narrowed the replies (pass@8 -10 points) without gain;
 AdamW lr 6e-4 lost 7 points in 8 steps. The earlier warm-up, 40 steps of 8 prompts x 16 rollouts (two
 updates a step, min_correct=3), learned the problems it was shown instead (+5.0 points on its own training
