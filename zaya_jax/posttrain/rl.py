@@ -230,6 +230,18 @@ def _sample(params, model_config, tasks, width, G, T, key, sampling, stop, pad_i
   return GroupSet(list(tasks), width, G, result, ids, mask)
 
 
+def _rollout_setup(config: ml_collections.ConfigDict, model_config: ZayaConfig, tokenizer: Tokenizer,
+                   chat_template: ChatTemplate):
+  """(task sampler, Sampling, stop tokens, degeneracy canary or None) of a stage: built in one place for the
+  loop and `replay`, so that a replay draws and scores exactly what the loop did."""
+  tc = config.train
+  sampler = rl_tasks.TaskSampler(config.rewards, tokenizer, chat_template, prompt_width=tc.prompt_width,
+                                 group_size=tc.rollouts_per_prompt)
+  sampling = Sampling(temperature=tc.temperature, vocab_limit=min(tokenizer.vocab_size, model_config.vocab_size))
+  canary = degenerate if config.rl.degeneracy_canary else None
+  return sampler, sampling, reply_stop_tokens(model_config, tokenizer), canary
+
+
 def _plain_rollouts(params, model_config, sampler: rl_tasks.TaskSampler, step: int, n_plain: int,
                     tc: ml_collections.ConfigDict, sampling, stop, pad_id, record_routing=False):
   """Step `step`'s plain group set -> (set, the step's numpy Generator, the step's key). Its prompts and
@@ -408,21 +420,17 @@ def train_rl(config: ml_collections.ConfigDict, workdir: str, init_params, token
   model_config = ZayaConfig.from_dict(config.model.to_dict())
   write_config(config, workdir)
   M = rc.minibatches
-  vocab_limit = min(tokenizer.vocab_size, model_config.vocab_size)
+  sampler, sampling, stop, canary = _rollout_setup(config, model_config, tokenizer, chat_template)
+  # Old and new log-probs use the sampler's distribution: its temperature and vocabulary limit.
   optimizer, logprobs_fn, grads_fn, apply_fn = _programs(
       model_config, json.dumps(config.optim.to_dict(), sort_keys=True),
-      json.dumps(config.balancing.to_dict(), sort_keys=True), tc.steps * M, float(tc.temperature), vocab_limit,
-      float(rc.trust_region_delta), float(rc.ratio_cap))
+      json.dumps(config.balancing.to_dict(), sort_keys=True), tc.steps * M, float(tc.temperature),
+      sampling.vocab_limit, float(rc.trust_region_delta), float(rc.ratio_cap))
   schedule = make_schedule(config.optim, tc.steps * M)
   G, T = tc.rollouts_per_prompt, tc.max_new_tokens
-  sampling = Sampling(temperature=tc.temperature, vocab_limit=vocab_limit)
-  stop = reply_stop_tokens(model_config, tokenizer)
   length_cfg = objectives.LengthReward(**rc.length_reward.to_dict())
-  sampler = rl_tasks.TaskSampler(config.rewards, tokenizer, chat_template, prompt_width=tc.prompt_width,
-                                 group_size=G)
   agg_width = rl_tasks.aggregation_width(tokenizer, chat_template, tc.prompt_width, rc.aggregation_candidates,
                                          rc.aggregation_tail) if n_agg else 0
-  canary = degenerate if rc.degeneracy_canary else None
 
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), tc.keep_checkpoints)
   abstract = jax.eval_shape(lambda p: _initial_state(p, optimizer, model_config, tc.seed), init_params)
@@ -493,10 +501,10 @@ def train_rl(config: ml_collections.ConfigDict, workdir: str, init_params, token
 
 def run_config(workdir: str) -> ml_collections.ConfigDict:
   """An RL stage's config.json read over `base_config()`: a run from before a field existed gets its default."""
-  with open(os.path.join(workdir, "config.json")) as f:
-    raw = json.load(f)
-  if raw.get("stage") != "rl":
-    raise RLConfigError(f"{workdir} is not an RL stage's workdir (its config.json has stage={raw.get('stage')!r})")
+  raw = stages.read_json(os.path.join(workdir, "config.json"))
+  if raw is None or raw.get("stage") != "rl":
+    found = "no config.json" if raw is None else f"a config.json with stage={raw.get('stage')!r}"
+    raise RLConfigError(f"{workdir} is not an RL stage's workdir: it has {found}")
   config = base_config()
   config.update(raw)
   return config
@@ -515,17 +523,12 @@ def replay(config: ml_collections.ConfigDict, params, tokenizer: Tokenizer, chat
     raise RLConfigError("replay needs a stage without the environment curriculum (rewards.mix.envs = 0): "
                         "its prompts depend on the run's history")
   n_plain, _ = _check(config)
-  tc, rc = config.train, config.rl
   model_config = ZayaConfig.from_dict(config.model.to_dict())
-  sampling = Sampling(temperature=tc.temperature, vocab_limit=min(tokenizer.vocab_size, model_config.vocab_size))
-  stop = reply_stop_tokens(model_config, tokenizer)
-  sampler = rl_tasks.TaskSampler(config.rewards, tokenizer, chat_template, prompt_width=tc.prompt_width,
-                                 group_size=tc.rollouts_per_prompt)
-  canary = degenerate if rc.degeneracy_canary else None
+  sampler, sampling, stop, canary = _rollout_setup(config, model_config, tokenizer, chat_template)
   params = jax.device_put(params, jax.devices()[0])  # as the loop's state: the same compiled sampler
   correct = []
   for step in steps:
-    plain, _, _ = _plain_rollouts(params, model_config, sampler, int(step), n_plain, tc, sampling, stop,
+    plain, _, _ = _plain_rollouts(params, model_config, sampler, int(step), n_plain, config.train, sampling, stop,
                                   tokenizer.pad_id)
     plain.score(tokenizer, canary)
     correct.append(plain.correct)
